@@ -1,0 +1,53 @@
+# Baton: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+EVAL_DATA ?= ../shared/data
+export PIP_ROOT_USER_ACTION := ignore
+
+.PHONY: run test models build lint eval bench clean-data e2e-deps
+
+## Install the pinned model files (idempotent; a second run downloads nothing).
+models:
+	@bash models/setup.sh
+
+build: models
+	$(CARGO) build --release
+
+## The server with the demo knowledge base on http://127.0.0.1:8080 (SQLite + Qdrant Edge in ./data).
+## The demo page is /, the agent console /console: demo agents maya and tom (password
+## brightloop-demo) are created first, and kept as they are when they already exist.
+run: build
+	@for agent in maya:Maya tom:Tom; do \
+	  out=$$(./target/release/baton agents add "$${agent%%:*}" --skills '*' --display-name "$${agent#*:}" \
+	         --password-stdin <<< 'brightloop-demo' 2>&1) && echo "$$out" \
+	    || grep -q 'already exists' <<< "$$out" \
+	    || { echo "$$out" >&2; exit 1; }; \
+	done
+	$(CARGO) run --release -- serve
+
+## The whole test suite: formatting, lints, unit and integration tests (real models, SQLite,
+## PostgreSQL on 127.0.0.1:5432, Qdrant Edge) and the evaluation floors.
+test: models e2e-deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	BATON_PATHS__EVAL_DATA=$(EVAL_DATA) $(CARGO) test --all-targets
+
+## Headless Chromium for the browser test (tests/e2e), from the distribution's packages; nothing
+## happens when it is already there (or BATON_TEST_CHROMIUM names another browser).
+e2e-deps:
+	@[ -n "$$BATON_TEST_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+## Full evaluation runs (not part of CI): reports in evals/reports/.
+eval: build
+	$(CARGO) run --release -- eval intents --data $(EVAL_DATA)/clinc150/data_full.json --json evals/reports/clinc150.json --html evals/reports/clinc150.html
+	$(CARGO) run --release -- eval retrieval --data $(EVAL_DATA)/stackfaq --json evals/reports/stackfaq.json --html evals/reports/stackfaq.html
+	$(CARGO) run --release -- eval conversations evals/conversations --knowledge knowledge --json evals/reports/conversations.json --html evals/reports/conversations.html
+
+## Latency baselines (release build): encoder alone and POST .../messages.
+bench: build
+	$(CARGO) run --release -- bench --json evals/reports/bench.json
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,116 @@
+//! Writing the answer once the policy has decided to answer from knowledge. Without an LLM the
+//! answer is the best chunk itself, trimmed to a readable length; an LLM-backed writer (any
+//! OpenAI-compatible server through async-openai) plugs in behind the same trait.
+
+use async_trait::async_trait;
+
+use crate::knowledge::retrieval::KnowledgeHit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("no knowledge to answer from")]
+    NoKnowledge,
+    #[error("answer writer failed: {0}")]
+    Writer(String),
+}
+
+/// What an answer writer is given.
+pub struct AnswerRequest<'a> {
+    pub question: &'a str,
+    /// Best first; the policy only asks for an answer when the first is strong enough.
+    pub hits: &'a [KnowledgeHit],
+    /// Earlier turns, oldest first, as (role, text).
+    pub history: &'a [(String, String)],
+}
+
+#[async_trait]
+pub trait AnswerWriter: Send + Sync {
+    /// The answer text. Implementations must only use the given knowledge.
+    async fn write(&self, request: AnswerRequest<'_>) -> Result<String, AnswerError>;
+    /// Short name for logs and the understanding ("extractive", "llm:MODEL").
+    fn name(&self) -> &str;
+}
+
+/// Answers with the best chunk's text, cut at a sentence boundary.
+pub struct ExtractiveAnswerer {
+    pub max_chars: usize,
+}
+
+#[async_trait]
+impl AnswerWriter for ExtractiveAnswerer {
+    async fn write(&self, request: AnswerRequest<'_>) -> Result<String, AnswerError> {
+        let best = request.hits.first().ok_or(AnswerError::NoKnowledge)?;
+        Ok(trim_to_sentences(&best.chunk.text, self.max_chars))
+    }
+
+    fn name(&self) -> &str {
+        "extractive"
+    }
+}
+
+/// The longest prefix of whole sentences within `max_chars` (characters, not bytes). If even the
+/// first sentence is longer, cut at a word boundary and add an ellipsis.
+pub fn trim_to_sentences(text: &str, max_chars: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut end = 0;
+    let mut chars_seen = 0;
+    let mut previous: Option<char> = None;
+    for (index, ch) in text.char_indices() {
+        chars_seen += 1;
+        if chars_seen > max_chars {
+            break;
+        }
+        // A sentence ends at . ! ? or a line break, followed by whitespace.
+        if ch.is_whitespace() && matches!(previous, Some('.' | '!' | '?' | '\n')) {
+            end = index;
+        }
+        if ch == '\n' {
+            end = index;
+        }
+        previous = Some(ch);
+    }
+    if end > 0 {
+        return text[..end].trim_end().to_string();
+    }
+    let cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    let cut = match cut.rfind(char::is_whitespace) {
+        Some(space) if space > 0 => &cut[..space],
+        _ => cut.as_str(),
+    };
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_short_text_and_cuts_long_text_at_sentences() {
+        assert_eq!(trim_to_sentences("  Short.  ", 100), "Short.");
+        let text = "First sentence here. Second one is longer than that. Third.";
+        assert_eq!(trim_to_sentences(text, 30), "First sentence here.");
+        assert_eq!(
+            trim_to_sentences(text, 55),
+            "First sentence here. Second one is longer than that."
+        );
+    }
+
+    #[test]
+    fn cuts_a_single_long_sentence_at_a_word_with_ellipsis() {
+        let text = "word ".repeat(50);
+        let trimmed = trim_to_sentences(&text, 22);
+        assert!(trimmed.ends_with('…'));
+        assert!(trimmed.chars().count() <= 22);
+        assert!(!trimmed.contains("wor…"));
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_char_boundaries() {
+        let text = "Ça coûte 10 €. Épargnez davantage avec le forfait annuel à 99 €.";
+        let trimmed = trim_to_sentences(text, 20);
+        assert_eq!(trimmed, "Ça coûte 10 €.");
+    }
+}

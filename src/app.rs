@@ -1,0 +1,274 @@
+//! Assembling Baton from its configuration: the pieces every command needs (model files, encoder,
+//! store, vector index, knowledge base) and, for the server, the trained intents and the engine.
+//! Each failure is one line that says what is wrong and how to fix it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::answer::ExtractiveAnswerer;
+use crate::assets::{AssetError, ModelFiles, ENCODER_MODEL};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::handoff::clock::{Clock, SystemClock};
+use crate::handoff::hours::BusinessHours;
+use crate::handoff::hub::Hub;
+use crate::handoff::HandoffService;
+use crate::index::edge::EdgeIndex;
+use crate::index::{IndexError, VectorIndex};
+use crate::knowledge::ingest::{IngestError, KnowledgeBase, SyncReport};
+use crate::knowledge::retrieval::Retriever;
+use crate::metrics::Metrics;
+use crate::nlp::classifier::FitOptions;
+use crate::nlp::encoder::{EncoderError, EncoderPool, EMBEDDING_DIM};
+use crate::nlp::intent_model::{self, IntentModelError, IntentRecognizer};
+use crate::policy::Policy;
+use crate::store::{HandoffStore, SqlStore, Store, StoreError};
+use crate::templates::{TemplateError, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Assets(#[from] AssetError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("data directory {0} is in use by another baton process (stop it, or use the admin API of the running server)")]
+    DataDirBusy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("knowledge folder: {0}")]
+    Knowledge(#[from] IngestError),
+    #[error(transparent)]
+    Intents(#[from] IntentModelError),
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+    #[error("human handoff: {0}")]
+    Handoff(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+}
+
+/// An exclusive lock on the data directory: the in-process vector index and SQLite file must
+/// have one owner. Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<Self, StartupError> {
+        let dir_error = |reason: String| StartupError::DataDir {
+            path: data_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| dir_error(e.to_string()))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(".lock"))
+            .map_err(|e| dir_error(e.to_string()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StartupError::DataDirBusy(data_dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(dir_error(e.to_string())),
+        }
+    }
+}
+
+/// What every command that touches the knowledge base needs.
+pub struct Components {
+    pub settings: Arc<Settings>,
+    pub model_files: ModelFiles,
+    pub encoder: EncoderPool,
+    pub store: Arc<dyn Store>,
+    /// The same database, seen through the human-side trait.
+    pub handoffs: Arc<dyn HandoffStore>,
+    pub index: Arc<dyn VectorIndex>,
+    pub knowledge: KnowledgeBase,
+    pub data_lock: Arc<DataDirLock>,
+}
+
+impl Components {
+    pub async fn open(settings: Settings) -> Result<Self, StartupError> {
+        Self::open_with(settings, None).await
+    }
+
+    /// As [`Components::open`], optionally sharing an encoder that is already running (tests start
+    /// many servers in one process; each would otherwise load its own ONNX session).
+    pub async fn open_with(
+        settings: Settings,
+        encoder: Option<EncoderPool>,
+    ) -> Result<Self, StartupError> {
+        // Models first: a missing file is the most likely first-run problem and the cheapest check.
+        let model_files = ModelFiles::verify(&settings.paths.models)?;
+        let data_lock = DataDirLock::acquire(&settings.paths.data)?;
+        let encoder = match encoder {
+            Some(encoder) => encoder,
+            None => EncoderPool::start(&model_files, &settings.encoder)?,
+        };
+        let database = Arc::new(SqlStore::connect(&settings.database_url()).await?);
+        let store: Arc<dyn Store> = database.clone();
+        let handoffs: Arc<dyn HandoffStore> = database;
+        let index_dir = settings.paths.data.join("index");
+        let index: Arc<dyn VectorIndex> = Arc::new(EdgeIndex::open(&index_dir, EMBEDDING_DIM)?);
+        let knowledge = KnowledgeBase::new(
+            store.clone(),
+            index.clone(),
+            encoder.clone(),
+            settings.chunking,
+        );
+        Ok(Self {
+            settings: Arc::new(settings),
+            model_files,
+            encoder,
+            store,
+            handoffs,
+            index,
+            knowledge,
+            data_lock: Arc::new(data_lock),
+        })
+    }
+
+    /// Digest of the encoder model, part of the intent cache key (a new model means retraining).
+    pub fn encoder_digest(&self) -> String {
+        crate::assets::Manifest::read(&self.settings.paths.models.join(crate::assets::MANIFEST))
+            .ok()
+            .and_then(|manifest| manifest.digest(ENCODER_MODEL).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Train (or load from cache) the intent recogniser for the configured intents file.
+    pub async fn intents(&self) -> Result<IntentRecognizer, StartupError> {
+        Ok(IntentRecognizer::load_or_train(
+            &self.settings.intents_file(),
+            &intent_model::cache_dir(&self.settings.paths.data),
+            &self.encoder,
+            &self.encoder_digest(),
+            &FitOptions::default(),
+        )
+        .await?)
+    }
+
+    /// Sync the knowledge folder, when it exists.
+    pub async fn sync_knowledge(&self) -> Result<Option<SyncReport>, StartupError> {
+        let folder: PathBuf = self.settings.paths.knowledge.clone();
+        if !folder.is_dir() {
+            tracing::warn!(folder = %folder.display(), "knowledge folder does not exist; starting with what the store holds");
+            return Ok(None);
+        }
+        let report = self.knowledge.sync_folder(&folder).await?;
+        tracing::info!(
+            added = report.added.len(),
+            updated = report.updated.len(),
+            unchanged = report.unchanged,
+            removed = report.removed.len(),
+            failed = report.failed.len(),
+            reindexed = report.reindexed_chunks,
+            "knowledge folder synced"
+        );
+        for (source, reason) in &report.failed {
+            tracing::warn!(%source, %reason, "knowledge file skipped");
+        }
+        Ok(Some(report))
+    }
+}
+
+/// Everything the HTTP server serves from.
+#[derive(Clone)]
+pub struct AppState {
+    pub components: Arc<Components>,
+    pub engine: Arc<Engine>,
+    pub handoff: Arc<HandoffService>,
+    pub metrics: Metrics,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Open the components, sync the knowledge folder, train the intents, build the engine.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, None).await
+    }
+
+    /// As [`AppState::build`], optionally with a running encoder (see [`Components::open_with`]).
+    pub async fn build_with(
+        settings: Settings,
+        encoder: Option<EncoderPool>,
+    ) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, encoder, Arc::new(SystemClock)).await
+    }
+
+    /// As [`AppState::build_with`], with the clock the human side runs on (tests use a manual one).
+    pub async fn build_with_clock(
+        settings: Settings,
+        encoder: Option<EncoderPool>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let components = Components::open_with(settings, encoder).await?;
+        components.sync_knowledge().await?;
+        let intents = components.intents().await?;
+        let state = Self::from_parts(components, intents, clock)?;
+        state
+            .handoff
+            .recover()
+            .await
+            .map_err(|e| StartupError::Handoff(e.to_string()))?;
+        Ok(state)
+    }
+
+    pub fn from_parts(
+        components: Components,
+        intents: IntentRecognizer,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let settings = components.settings.clone();
+        let templates = Templates::load(&settings.paths.prompts)?;
+        let metrics = Metrics::new();
+        let retriever = Retriever::new(components.index.clone(), settings.retrieval.clone());
+        let answerer = Arc::new(ExtractiveAnswerer {
+            max_chars: settings.policy.max_answer_chars,
+        });
+        let engine = Engine::new(
+            components.encoder.clone(),
+            intents,
+            settings.intents.clone(),
+            retriever,
+            Policy::new(settings.policy.clone()),
+            components.store.clone(),
+            answerer,
+            templates.clone(),
+            metrics.clone(),
+        );
+        let hours = settings
+            .handoff
+            .business_hours
+            .as_ref()
+            .map(BusinessHours::from_config)
+            .transpose()
+            .map_err(|e| StartupError::Handoff(format!("business hours: {e}")))?;
+        let handoff = Arc::new(HandoffService::new(
+            components.store.clone(),
+            components.handoffs.clone(),
+            Arc::new(Hub::new(settings.handoff.connection_queue)),
+            clock,
+            settings.handoff.clone(),
+            hours,
+            templates,
+            metrics.clone(),
+        ));
+        engine.set_listener(handoff.clone());
+        Ok(Self {
+            components: Arc::new(components),
+            engine: Arc::new(engine),
+            handoff,
+            metrics,
+            settings,
+        })
+    }
+}

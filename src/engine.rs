@@ -1,0 +1,1026 @@
+//! One customer turn, end to end: store the message, understand it (one encoder pass feeding
+//! intent classification and retrieval), decide, write the reply, and record everything in one
+//! transaction. The HTTP layer and the evaluations both drive this; nothing here knows about HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::answer::{AnswerError, AnswerRequest, AnswerWriter};
+use crate::assets::{constant_time_eq, sha256_hex};
+use crate::config::IntentSettings;
+use crate::handoff::TurnListener;
+use crate::index::IndexError;
+use crate::knowledge::keywords::KeywordEncoder;
+use crate::knowledge::retrieval::{KnowledgeHit, Retriever};
+use crate::metrics::Metrics;
+use crate::nlp::classifier::ClassifierError;
+use crate::nlp::encoder::{Embedding, SentimentScores};
+use crate::nlp::encoder::{EncoderError, EncoderPool};
+use crate::nlp::frustration::{Frustration, FrustrationModel, HistoryTurn};
+use crate::nlp::intent_model::{IntentRecognizer, IntentScore};
+use crate::nlp::intents::Priority;
+use crate::policy::{
+    ClarifyKind, ConversationView, Decision, DecisionKind, HandoffRoute, IntentView, Policy,
+    PolicyInput, Reason,
+};
+use crate::store::{
+    ConversationRecord, ConversationState, CustomerInsert, MessageRecord, NewMessage, QueueRequest,
+    Role, Store, StoreError, TurnCompletion,
+};
+use crate::templates::{render, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error("stored result of message {0} is unreadable: {1}")]
+    CorruptResult(i64, String),
+}
+
+/// A knowledge chunk as the understanding reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeRef {
+    pub chunk_id: String,
+    pub document_id: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub heading_path: Vec<String>,
+    /// Cosine similarity to the message.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keyword_score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    pub source: String,
+}
+
+/// Milliseconds spent per stage of understanding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub encoder_ms: f64,
+    pub intent_ms: f64,
+    pub retrieval_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What Baton made of one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Understanding {
+    /// The most probable intent (reported even when out of scope: agents find the guess useful).
+    pub intent: Option<IntentScoreView>,
+    pub alternatives: Vec<IntentScoreView>,
+    pub out_of_scope: bool,
+    /// Higher means more like the business's intents; compared with the out-of-scope threshold.
+    pub in_scope_score: f32,
+    pub knowledge: Vec<KnowledgeRef>,
+    /// True when `knowledge` was found with the message steered towards its (sure) intent,
+    /// because the message's own words found too little.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub knowledge_steered: bool,
+    /// The message's sentiment (when the sentiment model is installed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sentiment: Option<SentimentView>,
+    /// The conversation's frustration with this message, and the signals that fired.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frustration: Option<Frustration>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentimentView {
+    pub label: String,
+    pub scores: SentimentScores,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentScoreView {
+    pub name: String,
+    pub confidence: f32,
+}
+
+impl From<IntentScore> for IntentScoreView {
+    fn from(score: IntentScore) -> Self {
+        Self {
+            name: score.name,
+            confidence: score.confidence,
+        }
+    }
+}
+
+/// Understanding plus what the answer writer needs (not serialised).
+pub struct UnderstandingDetail {
+    pub understanding: Understanding,
+    pub hits: Vec<KnowledgeHit>,
+    /// The message's embedding.
+    pub embedding: Embedding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    pub score: f32,
+}
+
+/// A choice offered by a clarify reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyOption {
+    /// What to show on the button.
+    pub label: String,
+    /// `article` (value: chunk id) or `intent` (value: intent name).
+    pub kind: String,
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub text: String,
+    pub sources: Vec<Source>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub options: Option<Vec<ReplyOption>>,
+}
+
+/// The outcome of a customer message, as returned by the API (and stored, so a retried POST gets
+/// exactly the same answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnResult {
+    pub message_id: i64,
+    pub decision: DecisionKind,
+    pub reply: Option<Reply>,
+    /// The id of the stored bot reply message.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reply_message_id: Option<i64>,
+    pub reasons: Vec<Reason>,
+    pub understanding: Understanding,
+    /// Where the conversation goes in the human queue, for handoffs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub handoff: Option<HandoffRoute>,
+    pub conversation_state: ConversationState,
+}
+
+/// A turn's result, and whether it was computed now or read back for a retried request.
+enum Turn {
+    New(TurnResult),
+    Replayed(TurnResult),
+}
+
+/// A new conversation and the bearer token that authorises its customer calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewConversation {
+    pub id: String,
+    pub token: String,
+}
+
+/// Serialises turns within a conversation (so "twice in a row" and idempotent retries are well
+/// defined) while different conversations proceed in parallel.
+#[derive(Default)]
+struct TurnLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TurnLocks {
+    fn lock_for(&self, conversation_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .entry(conversation_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forget the lock once nobody holds or waits for it.
+    fn release(&self, conversation_id: &str) {
+        let mut locks = self.locks.lock();
+        if let Some(lock) = locks.get(conversation_id) {
+            if Arc::strong_count(lock) == 1 {
+                locks.remove(conversation_id);
+            }
+        }
+    }
+}
+
+pub struct Engine {
+    encoder: EncoderPool,
+    intents: RwLock<Arc<IntentRecognizer>>,
+    intent_settings: IntentSettings,
+    retriever: Retriever,
+    policy: Policy,
+    store: Arc<dyn Store>,
+    answerer: Arc<dyn AnswerWriter>,
+    templates: Templates,
+    metrics: Metrics,
+    turn_locks: TurnLocks,
+    frustration: FrustrationModel,
+    keywords: KeywordEncoder,
+    /// The human side, told about every finished turn (new messages, handoffs).
+    listener: RwLock<Option<Arc<dyn TurnListener>>>,
+}
+
+/// Characters of the handoff message shown in the queue.
+const PREVIEW_CHARS: usize = 160;
+
+/// Messages of history given to the policy and the answer writer.
+const HISTORY_MESSAGES: i64 = 20;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        encoder: EncoderPool,
+        intents: IntentRecognizer,
+        intent_settings: IntentSettings,
+        retriever: Retriever,
+        policy: Policy,
+        store: Arc<dyn Store>,
+        answerer: Arc<dyn AnswerWriter>,
+        templates: Templates,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            encoder,
+            intents: RwLock::new(Arc::new(intents)),
+            intent_settings,
+            retriever,
+            policy,
+            store,
+            answerer,
+            templates,
+            metrics,
+            turn_locks: TurnLocks::default(),
+            frustration: FrustrationModel::default(),
+            keywords: KeywordEncoder::default(),
+            listener: RwLock::new(None),
+        }
+    }
+
+    /// Who to tell after each turn (the handoff service).
+    pub fn set_listener(&self, listener: Arc<dyn TurnListener>) {
+        *self.listener.write() = Some(listener);
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn encoder(&self) -> &EncoderPool {
+        &self.encoder
+    }
+
+    pub fn intents(&self) -> Arc<IntentRecognizer> {
+        self.intents.read().clone()
+    }
+
+    /// Swap in a retrained recogniser; turns already running finish with the old one.
+    pub fn replace_intents(&self, recognizer: IntentRecognizer) {
+        *self.intents.write() = Arc::new(recognizer);
+    }
+
+    pub fn retriever(&self) -> &Retriever {
+        &self.retriever
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub async fn create_conversation(&self) -> Result<NewConversation, EngineError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let token = hex::encode(secret);
+        self.store
+            .create_conversation(&id, &sha256_hex(token.as_bytes()))
+            .await?;
+        self.store
+            .append_event(Some(&id), "conversation_started", &serde_json::json!({}))
+            .await?;
+        Ok(NewConversation { id, token })
+    }
+
+    /// The conversation, if `token` is its customer token. `Ok(None)`: it exists but the token is
+    /// wrong. Unknown conversation: an error.
+    pub async fn authorize(
+        &self,
+        conversation_id: &str,
+        token: &str,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
+        let conversation = self
+            .store
+            .get_conversation(conversation_id)
+            .await?
+            .ok_or_else(|| EngineError::ConversationNotFound(conversation_id.to_string()))?;
+        let presented = sha256_hex(token.as_bytes());
+        Ok(
+            constant_time_eq(presented.as_bytes(), conversation.token_hash.as_bytes())
+                .then_some(conversation),
+        )
+    }
+
+    /// Understand a message without any conversation: one encoder pass, then intent
+    /// classification and retrieval side by side.
+    pub async fn understand(&self, text: &str) -> Result<UnderstandingDetail, EngineError> {
+        let started = Instant::now();
+        let analysis = self.encoder.analyze(text).await?;
+        let embedding = analysis.embedding;
+        let encoder_ms = ms(started);
+        self.metrics.observe_stage("encoder", encoder_ms / 1000.0);
+
+        let recognizer = self.intents();
+        let settings = self.intent_settings.clone();
+        let classify_embedding = embedding.clone();
+        let classify = async move {
+            let started = Instant::now();
+            // The neighbour search over every example is CPU work that grows with the intents
+            // file; it runs on the blocking pool rather than stalling the runtime.
+            let result = tokio::task::spawn_blocking(move || {
+                recognizer.classify(
+                    &classify_embedding,
+                    settings.alternatives,
+                    settings.oos_threshold,
+                )
+            })
+            .await
+            .map_err(|e| {
+                ClassifierError::InvalidOption(format!("classification task failed: {e}"))
+            })?;
+            Ok::<_, ClassifierError>((result?, ms(started)))
+        };
+        let retrieve = async {
+            let started = Instant::now();
+            let hits = self.retriever.search(text, &embedding).await?;
+            Ok::<_, IndexError>((hits, ms(started)))
+        };
+        let (classified, retrieved) = tokio::join!(classify, retrieve);
+        let (intent, intent_ms) = classified?;
+        let (hits, retrieval_ms) = retrieved?;
+        self.metrics.observe_stage("intent", intent_ms / 1000.0);
+        self.metrics
+            .observe_stage("retrieval", retrieval_ms / 1000.0);
+        let total_ms = ms(started);
+        self.metrics
+            .observe_stage("understanding", total_ms / 1000.0);
+
+        let understanding = Understanding {
+            intent: Some(intent.intent.into()),
+            alternatives: intent.alternatives.into_iter().map(Into::into).collect(),
+            out_of_scope: intent.out_of_scope,
+            in_scope_score: intent.in_scope_score,
+            knowledge: hits.iter().map(knowledge_ref).collect(),
+            knowledge_steered: false,
+            sentiment: analysis.sentiment.map(|scores| SentimentView {
+                label: scores.label().to_string(),
+                scores,
+            }),
+            // Without a conversation, frustration reads the message alone.
+            frustration: Some(self.frustration.assess(
+                &self.keywords,
+                text,
+                analysis.sentiment.as_ref(),
+                &[],
+            )),
+            timings: Timings {
+                encoder_ms,
+                intent_ms,
+                retrieval_ms,
+                total_ms,
+            },
+        };
+        Ok(UnderstandingDetail {
+            understanding,
+            hits,
+            embedding,
+        })
+    }
+
+    /// When the intent is clear (in scope, sure, answered from knowledge) but the message's own
+    /// words find little ("the power base wasn't in the box"), search again with the message
+    /// pulled towards what messages of that intent look like (its examples' centroid), and keep
+    /// the result if it matches better. Scores stay cosine similarities, of the steered query.
+    async fn steer_retrieval(
+        &self,
+        text: &str,
+        detail: &mut UnderstandingDetail,
+        recognizer: &IntentRecognizer,
+        spec: &crate::nlp::intents::IntentSpec,
+    ) -> Result<(), EngineError> {
+        let settings = self.policy.settings();
+        let Some(intent) = detail.understanding.intent.as_ref() else {
+            return Ok(());
+        };
+        let best = detail.hits.first().map(|h| h.score).unwrap_or(0.0);
+        let sure = !detail.understanding.out_of_scope
+            && intent.confidence >= settings.confident_intent
+            && spec.handoff == crate::nlp::intents::HandoffMode::Auto
+            && spec.reply.is_none();
+        if !sure || best >= settings.answer_min_score {
+            return Ok(());
+        }
+        let Some(centroid) = recognizer.centroid(&intent.name) else {
+            return Ok(());
+        };
+        let mut steered: Vec<f32> = detail
+            .embedding
+            .iter()
+            .zip(centroid)
+            .map(|(m, c)| m + c)
+            .collect();
+        crate::nlp::encoder::normalise(&mut steered);
+        let hits = self.retriever.search(text, &steered).await?;
+        if hits.first().is_some_and(|h| h.score > best) {
+            detail.understanding.knowledge = hits.iter().map(knowledge_ref).collect();
+            detail.understanding.knowledge_steered = true;
+            detail.hits = hits;
+        }
+        Ok(())
+    }
+
+    /// Handle one customer message. Stored durably before anything else; a retry with the same
+    /// `client_message_id` returns the first result instead of a second message.
+    pub async fn handle_customer_message(
+        &self,
+        conversation_id: &str,
+        text: &str,
+        client_message_id: Option<&str>,
+    ) -> Result<TurnResult, EngineError> {
+        let lock = self.turn_locks.lock_for(conversation_id);
+        let result = {
+            let _turn = lock.lock().await;
+            self.run_turn(conversation_id, text, client_message_id)
+                .await
+        };
+        drop(lock);
+        self.turn_locks.release(conversation_id);
+        match result? {
+            Turn::New(result) => {
+                let listener = self.listener.read().clone();
+                if let Some(listener) = listener {
+                    listener.after_turn(conversation_id, &result).await;
+                }
+                Ok(result)
+            }
+            // A retried request: everyone was told the first time.
+            Turn::Replayed(result) => Ok(result),
+        }
+    }
+
+    async fn run_turn(
+        &self,
+        conversation_id: &str,
+        text: &str,
+        client_message_id: Option<&str>,
+    ) -> Result<Turn, EngineError> {
+        let message = match self
+            .store
+            .insert_customer_message(conversation_id, text, client_message_id)
+            .await
+        {
+            Ok(CustomerInsert::New(message)) => message,
+            Ok(CustomerInsert::Existing(message)) => match &message.result {
+                Some(result) => {
+                    return serde_json::from_value(result.clone())
+                        .map(Turn::Replayed)
+                        .map_err(|e| EngineError::CorruptResult(message.id, e.to_string()));
+                }
+                // The first attempt stored the message but never finished: finish it now, with
+                // the text as first stored.
+                None => message,
+            },
+            Err(StoreError::ConversationNotFound(id)) => {
+                return Err(EngineError::ConversationNotFound(id))
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let conversation = self
+            .store
+            .get_conversation(conversation_id)
+            .await?
+            .ok_or_else(|| EngineError::ConversationNotFound(conversation_id.to_string()))?;
+        let mut detail = self.understand(&message.text).await?;
+        let history = self.recent_history(conversation_id, message.id).await?;
+        let frustration = self.frustration.assess(
+            &self.keywords,
+            &message.text,
+            detail.understanding.sentiment.as_ref().map(|s| &s.scores),
+            &frustration_history(&history),
+        );
+        detail.understanding.frustration = Some(frustration);
+
+        if conversation.state.human_owned() {
+            // A human owns the conversation: record the message and say nothing.
+            return self
+                .finish(
+                    message.id,
+                    &message.text,
+                    conversation_id,
+                    silent_decision(),
+                    None,
+                    None,
+                    detail.understanding,
+                    conversation.state,
+                )
+                .await;
+        }
+
+        let recognizer = self.intents();
+        let spec = detail
+            .understanding
+            .intent
+            .as_ref()
+            .and_then(|intent| recognizer.spec(&intent.name));
+        if let Some(spec) = spec {
+            self.steer_retrieval(&message.text, &mut detail, &recognizer, spec)
+                .await?;
+        }
+        let policy_input = PolicyInput {
+            intent: detail
+                .understanding
+                .intent
+                .as_ref()
+                .zip(spec)
+                .map(|(intent, spec)| IntentView {
+                    name: intent.name.clone(),
+                    confidence: intent.confidence,
+                    handoff: spec.handoff,
+                    has_fixed_reply: spec.reply.is_some(),
+                }),
+            runner_up_confidence: detail
+                .understanding
+                .alternatives
+                .first()
+                .map(|a| a.confidence),
+            out_of_scope: detail.understanding.out_of_scope,
+            best_knowledge_score: detail.hits.first().map(|hit| hit.score),
+            frustration: detail.understanding.frustration.as_ref().map(|f| f.score),
+        };
+        let view = ConversationView {
+            consecutive_failures: consecutive_failures(&history),
+            answer_already_given: detail
+                .hits
+                .first()
+                .is_some_and(|best| answered_with(&history, &best.chunk.id)),
+        };
+        let decision = self.policy.decide(&policy_input, view);
+
+        let route = (decision.kind == DecisionKind::Handoff).then(|| {
+            let in_scope_spec = spec.filter(|_| !detail.understanding.out_of_scope);
+            HandoffRoute {
+                skill: in_scope_spec
+                    .map(|s| s.skill.clone())
+                    .unwrap_or_else(|| "general".into()),
+                priority: in_scope_spec
+                    .map(|s| s.priority)
+                    .unwrap_or(Priority::Normal),
+            }
+        });
+        let reply = self
+            .compose_reply(
+                &decision,
+                route.as_ref(),
+                spec.and_then(|s| s.reply.as_deref()),
+                &message.text,
+                &detail,
+                &history,
+            )
+            .await?;
+        let new_state = if decision.kind == DecisionKind::Handoff {
+            ConversationState::Queued
+        } else {
+            ConversationState::Bot
+        };
+        self.finish(
+            message.id,
+            &message.text,
+            conversation_id,
+            decision,
+            reply,
+            route,
+            detail.understanding,
+            new_state,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        message_id: i64,
+        customer_text: &str,
+        conversation_id: &str,
+        decision: Decision,
+        reply: Option<Reply>,
+        route: Option<HandoffRoute>,
+        understanding: Understanding,
+        new_state: ConversationState,
+    ) -> Result<Turn, EngineError> {
+        let mut result = TurnResult {
+            message_id,
+            decision: decision.kind,
+            reply,
+            reply_message_id: None,
+            reasons: decision.reasons.clone(),
+            understanding,
+            handoff: route.clone(),
+            conversation_state: new_state,
+        };
+        let mut events = vec![(
+            "decision".to_string(),
+            serde_json::json!({
+                "message_id": message_id,
+                "decision": decision.kind,
+                "reasons": decision.reasons,
+            }),
+        )];
+        if let Some(route) = &route {
+            if !decision.reasons.contains(&Reason::AwaitingHuman) {
+                events.push((
+                    "handoff".to_string(),
+                    serde_json::json!({
+                        "message_id": message_id,
+                        "reasons": decision.reasons,
+                        "skill": route.skill,
+                        "priority": route.priority,
+                        "intent": result.understanding.intent,
+                        "frustration": result.understanding.frustration,
+                    }),
+                ));
+            }
+        }
+        // The store writes the reply's id into the stored result (`reply_message_id`), so a
+        // retried POST gets exactly what this one returns.
+        let completion = TurnCompletion {
+            customer_message_id: message_id,
+            understanding: serde_json::to_value(&result.understanding)
+                .map_err(|e| EngineError::CorruptResult(message_id, e.to_string()))?,
+            result: serde_json::to_value(&result)
+                .map_err(|e| EngineError::CorruptResult(message_id, e.to_string()))?,
+            reply: result.reply.as_ref().map(|reply| NewMessage {
+                role: Role::Bot,
+                text: reply.text.clone(),
+                meta: Some(serde_json::json!({
+                    "decision": decision.kind,
+                    "sources": reply.sources,
+                    "options": reply.options,
+                    // Which chunk answered, so the bot notices when it would repeat itself.
+                    "chunk_id": (decision.kind == DecisionKind::Answer)
+                        .then(|| result.understanding.knowledge.first().map(|k| k.chunk_id.clone()))
+                        .flatten(),
+                })),
+                ..NewMessage::default()
+            }),
+            new_state,
+            enqueue: route
+                .as_ref()
+                .filter(|_| new_state == ConversationState::Queued)
+                .map(|route| QueueRequest {
+                    skill: route.skill.clone(),
+                    priority: route.priority,
+                    reasons: decision
+                        .reasons
+                        .iter()
+                        .map(|r| r.as_str().to_string())
+                        .collect(),
+                    frustration: result
+                        .understanding
+                        .frustration
+                        .as_ref()
+                        .map(|f| f.score)
+                        .unwrap_or(0.0),
+                    intent: result.understanding.intent.as_ref().map(|i| i.name.clone()),
+                    preview: customer_text.chars().take(PREVIEW_CHARS).collect(),
+                }),
+            events,
+        };
+        let stored_reply = match self.store.complete_turn(completion).await {
+            Ok(stored_reply) => stored_reply,
+            // Another process finished this turn first (turns are serialised within a process):
+            // its result is the one the customer must see.
+            Err(StoreError::TurnAlreadyCompleted(_)) => {
+                return self
+                    .stored_result(conversation_id, message_id)
+                    .await
+                    .map(Turn::Replayed)
+            }
+            Err(other) => return Err(other.into()),
+        };
+        result.reply_message_id = stored_reply.map(|reply| reply.id);
+
+        self.metrics
+            .decisions
+            .with_label_values(&[decision.kind.as_str()])
+            .inc();
+        for reason in &decision.reasons {
+            self.metrics
+                .decision_reasons
+                .with_label_values(&[decision.kind.as_str(), reason.as_str()])
+                .inc();
+        }
+        Ok(Turn::New(result))
+    }
+
+    async fn compose_reply(
+        &self,
+        decision: &Decision,
+        route: Option<&HandoffRoute>,
+        fixed_reply: Option<&str>,
+        question: &str,
+        detail: &UnderstandingDetail,
+        history: &[MessageRecord],
+    ) -> Result<Option<Reply>, EngineError> {
+        let templates = &self.templates;
+        let reply = match decision.kind {
+            DecisionKind::Answer if decision.reasons.contains(&Reason::SmallTalk) => Reply {
+                text: fixed_reply.unwrap_or_default().to_string(),
+                sources: Vec::new(),
+                options: None,
+            },
+            DecisionKind::Answer => {
+                let history: Vec<(String, String)> = history
+                    .iter()
+                    .map(|m| (m.role.as_str().to_string(), m.text.clone()))
+                    .collect();
+                let text = self
+                    .answerer
+                    .write(AnswerRequest {
+                        question,
+                        hits: &detail.hits,
+                        history: &history,
+                    })
+                    .await?;
+                let best = &detail.hits[0];
+                Reply {
+                    text,
+                    sources: vec![source_of(best)],
+                    options: None,
+                }
+            }
+            DecisionKind::Clarify => match decision.clarify {
+                Some(ClarifyKind::Articles) => {
+                    let options = top_articles(&detail.hits, 3);
+                    Reply {
+                        text: render(
+                            &templates.clarify_articles,
+                            &[(
+                                "topic",
+                                options
+                                    .first()
+                                    .map(|o| o.label.as_str())
+                                    .unwrap_or_default(),
+                            )],
+                        ),
+                        sources: Vec::new(),
+                        options: Some(options),
+                    }
+                }
+                Some(ClarifyKind::Intents) => {
+                    let recognizer = self.intents();
+                    let names: Vec<&IntentScoreView> = detail
+                        .understanding
+                        .intent
+                        .iter()
+                        .chain(detail.understanding.alternatives.iter())
+                        .take(2)
+                        .collect();
+                    let describe = |name: &str| {
+                        recognizer
+                            .spec(name)
+                            .and_then(|s| s.description.clone())
+                            .unwrap_or_else(|| name.replace('_', " "))
+                    };
+                    let descriptions: Vec<String> =
+                        names.iter().map(|n| describe(&n.name)).collect();
+                    Reply {
+                        text: render(
+                            &templates.clarify_intents,
+                            &[
+                                (
+                                    "first",
+                                    descriptions.first().map(String::as_str).unwrap_or_default(),
+                                ),
+                                (
+                                    "second",
+                                    descriptions.get(1).map(String::as_str).unwrap_or_default(),
+                                ),
+                            ],
+                        ),
+                        sources: Vec::new(),
+                        options: Some(
+                            names
+                                .iter()
+                                .zip(&descriptions)
+                                .map(|(name, description)| ReplyOption {
+                                    label: description.clone(),
+                                    kind: "intent".into(),
+                                    value: name.name.clone(),
+                                    url: None,
+                                })
+                                .collect(),
+                        ),
+                    }
+                }
+                Some(ClarifyKind::Rephrase) | None => Reply {
+                    text: templates.clarify_rephrase.clone(),
+                    sources: Vec::new(),
+                    options: None,
+                },
+            },
+            DecisionKind::Handoff => {
+                if decision.reasons.contains(&Reason::AwaitingHuman) {
+                    return Ok(None);
+                }
+                let team = route.map(|r| r.skill.as_str()).unwrap_or("support");
+                let template = match decision.reasons.first() {
+                    Some(Reason::ExplicitRequest) => &templates.handoff_explicit_request,
+                    Some(Reason::IntentRequiresHuman) => &templates.handoff_intent_requires_human,
+                    Some(Reason::OutOfScope) => &templates.handoff_out_of_scope,
+                    Some(Reason::RepeatedFailure) => &templates.handoff_repeated_failure,
+                    Some(Reason::Frustration) => &templates.handoff_frustration,
+                    _ => &templates.handoff_default,
+                };
+                Reply {
+                    text: render(template, &[("team", team)]),
+                    sources: Vec::new(),
+                    options: None,
+                }
+            }
+        };
+        Ok(Some(reply))
+    }
+
+    async fn stored_result(
+        &self,
+        conversation_id: &str,
+        message_id: i64,
+    ) -> Result<TurnResult, EngineError> {
+        let stored = self
+            .store
+            .list_messages(conversation_id, Some(message_id - 1), 1)
+            .await?;
+        let result = stored
+            .into_iter()
+            .find(|m| m.id == message_id)
+            .and_then(|m| m.result)
+            .ok_or_else(|| {
+                EngineError::CorruptResult(message_id, "completed turn has no stored result".into())
+            })?;
+        serde_json::from_value(result)
+            .map_err(|e| EngineError::CorruptResult(message_id, e.to_string()))
+    }
+
+    /// The latest messages before `before_id`, oldest first.
+    async fn recent_history(
+        &self,
+        conversation_id: &str,
+        before_id: i64,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        let messages = self
+            .store
+            .recent_messages(conversation_id, before_id, HISTORY_MESSAGES)
+            .await?;
+        Ok(messages)
+    }
+
+    /// A conversation's messages after `after` (all when None), oldest first.
+    pub async fn transcript(
+        &self,
+        conversation_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        Ok(self
+            .store
+            .list_messages(conversation_id, after, limit)
+            .await?)
+    }
+}
+
+fn silent_decision() -> Decision {
+    Decision {
+        kind: DecisionKind::Handoff,
+        reasons: vec![Reason::AwaitingHuman],
+        clarify: None,
+    }
+}
+
+/// Consecutive failed bot turns at the end of the history: turns whose decision was clarify.
+fn consecutive_failures(history: &[MessageRecord]) -> u32 {
+    let mut failures = 0;
+    for message in history.iter().rev().filter(|m| m.role == Role::Customer) {
+        let decision = message
+            .result
+            .as_ref()
+            .and_then(|r| r.get("decision"))
+            .and_then(|d| d.as_str());
+        match decision {
+            Some("clarify") => failures += 1,
+            _ => break,
+        }
+    }
+    failures
+}
+
+/// Whether a bot reply in the history answered with this chunk.
+fn answered_with(history: &[MessageRecord], chunk_id: &str) -> bool {
+    history.iter().any(|m| {
+        m.role == Role::Bot
+            && m.meta
+                .as_ref()
+                .and_then(|meta| meta.get("chunk_id"))
+                .and_then(|c| c.as_str())
+                == Some(chunk_id)
+    })
+}
+
+/// Earlier turns as the frustration model sees them: customer messages with their stored
+/// sentiment, bot replies marked failed when the bot had to clarify.
+fn frustration_history(history: &[MessageRecord]) -> Vec<HistoryTurn> {
+    history
+        .iter()
+        .filter(|m| matches!(m.role, Role::Customer | Role::Bot | Role::Agent))
+        .map(|m| HistoryTurn {
+            from_customer: m.role == Role::Customer,
+            text: m.text.clone(),
+            negative: m
+                .understanding
+                .as_ref()
+                .and_then(|u| u.pointer("/sentiment/scores/negative"))
+                .and_then(|v| v.as_f64())
+                .map(|v| v as f32),
+            failed: m.role == Role::Bot
+                && m.meta
+                    .as_ref()
+                    .and_then(|meta| meta.get("decision"))
+                    .and_then(|d| d.as_str())
+                    == Some("clarify"),
+        })
+        .collect()
+}
+
+fn knowledge_ref(hit: &KnowledgeHit) -> KnowledgeRef {
+    KnowledgeRef {
+        chunk_id: hit.chunk.id.clone(),
+        document_id: hit.chunk.document_id.clone(),
+        title: hit.chunk.title.clone(),
+        heading_path: hit.chunk.heading_path.clone(),
+        score: hit.score,
+        keyword_score: hit.keyword_score,
+        url: hit.chunk.url.clone(),
+        source: hit.chunk.source.clone(),
+    }
+}
+
+fn source_of(hit: &KnowledgeHit) -> Source {
+    let chunk = &hit.chunk;
+    let title = match (&chunk.question, chunk.heading_path.last()) {
+        (Some(question), _) => question.clone(),
+        (None, Some(heading)) if heading != &chunk.title => {
+            format!("{} — {}", chunk.title, heading)
+        }
+        _ => chunk.title.clone(),
+    };
+    Source {
+        title,
+        url: chunk.url.clone(),
+        path: chunk.url.is_none().then(|| chunk.source.clone()),
+        score: hit.score,
+    }
+}
+
+/// Up to `limit` options, one per document, best first.
+fn top_articles(hits: &[KnowledgeHit], limit: usize) -> Vec<ReplyOption> {
+    let mut seen = std::collections::HashSet::new();
+    hits.iter()
+        .filter(|hit| seen.insert(hit.chunk.document_id.clone()))
+        .take(limit)
+        .map(|hit| {
+            let source = source_of(hit);
+            ReplyOption {
+                label: source.title,
+                kind: "article".into(),
+                value: hit.chunk.id.clone(),
+                url: hit.chunk.url.clone(),
+            }
+        })
+        .collect()
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}

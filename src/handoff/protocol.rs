@@ -1,0 +1,353 @@
+//! The WebSocket protocol (`baton.v1`, documented in docs/protocol.md): JSON frames tagged by
+//! `type`, one enum per direction and side. Messages themselves are durable (stored before they are
+//! sent) and carry their id, so a client that reconnects asks for everything after the last id it
+//! saw; typing indicators and queue positions are ephemeral.
+
+use serde::{Deserialize, Serialize};
+
+use crate::nlp::intents::Priority;
+use crate::store::{AgentStatus, ConversationState, MessageRecord, Millis, Role};
+
+pub const PROTOCOL: &str = "baton.v1";
+
+/// A message as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub role: Role,
+    pub text: String,
+    pub created_at: Millis,
+    /// The agent's display name, for agent messages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub author: Option<String>,
+    /// For system messages: `queued`, `agent_joined`, `agent_left`, `reassigning`, `offline`,
+    /// `resolved`, `handed_back`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<String>,
+    /// Bot replies: decision, sources and options; system messages: their details.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub meta: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_message_id: Option<String>,
+}
+
+impl From<&MessageRecord> for MessageView {
+    fn from(message: &MessageRecord) -> Self {
+        let author = message
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.get("author"))
+            .and_then(|author| author.as_str())
+            .map(str::to_string);
+        Self {
+            id: message.id,
+            role: message.role,
+            text: message.text.clone(),
+            created_at: message.created_at,
+            author,
+            kind: message.kind.clone(),
+            meta: message.meta.clone(),
+            client_message_id: message.client_message_id.clone(),
+        }
+    }
+}
+
+/// Who is typing, for the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Typist {
+    Bot,
+    Agent,
+}
+
+/// Server -> customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CustomerFrame {
+    Hello {
+        protocol: String,
+        conversation_id: String,
+        state: ConversationState,
+        /// The newest message id stored for this conversation (resume from the last one you saw).
+        last_message_id: Option<i64>,
+    },
+    Message {
+        message: MessageView,
+    },
+    Typing {
+        who: Typist,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        name: Option<String>,
+        on: bool,
+    },
+    /// While waiting for a person.
+    Queue {
+        position: usize,
+        estimated_wait_secs: u64,
+        agents_online: usize,
+    },
+    State {
+        state: ConversationState,
+    },
+    /// A customer message was stored (its id; the reply follows as its own message).
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        client_message_id: Option<String>,
+        message_id: i64,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Pong,
+}
+
+/// Customer -> server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CustomerCommand {
+    /// Send every message with an id greater than `after` (0: the whole conversation).
+    Resume {
+        after: i64,
+    },
+    Message {
+        text: String,
+        #[serde(default)]
+        client_message_id: Option<String>,
+    },
+    Typing {
+        on: bool,
+    },
+    /// Nobody is available: leave contact details and a message for the next agent.
+    LeaveMessage {
+        email: String,
+        text: String,
+    },
+    /// Satisfaction at the end (1..5).
+    Rate {
+        score: u8,
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub skills: Vec<String>,
+    pub capacity: i64,
+    pub status: AgentStatus,
+    pub active: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteView {
+    pub author: String,
+    pub text: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentView {
+    pub name: String,
+    pub confidence: f32,
+}
+
+/// Everything an agent needs to take over without asking the customer to repeat themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationContext {
+    pub conversation_id: String,
+    pub state: ConversationState,
+    pub skill: String,
+    pub priority: Priority,
+    /// Why the bot handed off.
+    pub reasons: Vec<String>,
+    pub frustration: f32,
+    pub queued_at: Millis,
+    pub intent: Option<IntentView>,
+    /// The sentiment of the latest customer message, when a sentiment model is present.
+    pub sentiment: Option<serde_json::Value>,
+    /// The knowledge chunks the bot found for the latest customer message (suggestions).
+    pub knowledge: Vec<serde_json::Value>,
+    /// A short summary for a first look.
+    pub summary: String,
+    pub transcript: Vec<MessageView>,
+    /// Internal notes, never shown to the customer.
+    pub notes: Vec<NoteView>,
+    /// Per customer message, oldest first: sentiment and frustration as the bot saw them (the
+    /// trend an agent reads at a glance).
+    pub mood: Vec<MoodPoint>,
+    pub contact_email: Option<String>,
+    pub contact_note: Option<String>,
+    pub reassignments: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoodPoint {
+    pub message_id: i64,
+    /// Probability that the message is negative (None without a sentiment model).
+    pub negative: Option<f32>,
+    pub frustration: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem {
+    pub conversation_id: String,
+    pub skill: String,
+    pub priority: Priority,
+    pub frustration: f32,
+    pub waiting_secs: u64,
+    pub reasons: Vec<String>,
+    pub intent: Option<String>,
+    pub preview: String,
+}
+
+/// Server -> agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    Hello {
+        protocol: String,
+        agent: AgentView,
+        conversations: Vec<ConversationContext>,
+        queue: Vec<QueueItem>,
+    },
+    /// Accept within `expires_at` (offer mode).
+    Offer {
+        conversation: ConversationContext,
+        expires_at: Millis,
+    },
+    Assigned {
+        conversation: ConversationContext,
+    },
+    /// The conversation is no longer yours.
+    Unassigned {
+        conversation_id: String,
+        reason: String,
+    },
+    Message {
+        conversation_id: String,
+        message: MessageView,
+    },
+    Typing {
+        conversation_id: String,
+        on: bool,
+    },
+    Note {
+        conversation_id: String,
+        note: NoteView,
+    },
+    Queue {
+        queue: Vec<QueueItem>,
+    },
+    Presence {
+        status: AgentStatus,
+        active: i64,
+        capacity: i64,
+    },
+    Rated {
+        conversation_id: String,
+        score: u8,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        conversation_id: Option<String>,
+    },
+    Pong,
+}
+
+/// Agent -> server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentCommand {
+    Message {
+        conversation_id: String,
+        text: String,
+        #[serde(default)]
+        client_message_id: Option<String>,
+    },
+    Typing {
+        conversation_id: String,
+        on: bool,
+    },
+    Note {
+        conversation_id: String,
+        text: String,
+    },
+    Accept {
+        conversation_id: String,
+    },
+    Decline {
+        conversation_id: String,
+    },
+    /// Take a conversation from the queue.
+    Claim {
+        conversation_id: String,
+    },
+    Transfer {
+        conversation_id: String,
+        #[serde(default)]
+        to_agent: Option<String>,
+        #[serde(default)]
+        to_skill: Option<String>,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    Resolve {
+        conversation_id: String,
+    },
+    HandBack {
+        conversation_id: String,
+    },
+    Presence {
+        status: AgentStatus,
+    },
+    /// Send the conversation's messages after `after` again (after a reconnect).
+    Sync {
+        conversation_id: String,
+        after: i64,
+    },
+    Ping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged_json() {
+        let frame = CustomerFrame::Typing {
+            who: Typist::Bot,
+            name: None,
+            on: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            serde_json::json!({"type": "typing", "who": "bot", "on": true})
+        );
+        let command: CustomerCommand =
+            serde_json::from_str(r#"{"type":"resume","after":12}"#).unwrap();
+        assert_eq!(command, CustomerCommand::Resume { after: 12 });
+        let command: AgentCommand = serde_json::from_str(
+            r#"{"type":"transfer","conversation_id":"c","to_skill":"billing"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            command,
+            AgentCommand::Transfer {
+                to_skill: Some(_),
+                ..
+            }
+        ));
+        assert!(
+            serde_json::from_str::<CustomerCommand>(r#"{"type":"resume","after":1,"x":2}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<CustomerCommand>(r#"{"type":"explode"}"#).is_err());
+    }
+}

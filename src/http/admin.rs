@@ -1,0 +1,262 @@
+//! Admin endpoints (admin key as Bearer): understanding a message, managing the knowledge base and
+//! retraining the intents.
+
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::engine::{KnowledgeRef, Understanding};
+use crate::http::auth::Admin;
+use crate::http::error::{ApiJson, AppError};
+use crate::knowledge::ingest::{IngestOutcome, SyncReport, UPLOAD_PREFIX};
+use crate::nlp::classifier::FitOptions;
+use crate::nlp::intent_model::{self, IntentRecognizer, TrainingInfo};
+use crate::nlp::intents::IntentSpec;
+use crate::store::DocumentSummary;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnderstandRequest {
+    pub text: String,
+}
+
+pub async fn understand(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<UnderstandRequest>,
+) -> Result<Json<Understanding>, AppError> {
+    let text = checked_text(&state, &body.text)?;
+    let detail = state.engine.understand(text).await?;
+    Ok(Json(detail.understanding))
+}
+
+fn checked_text<'a>(state: &AppState, text: &'a str) -> Result<&'a str, AppError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(AppError::BadRequest("text must not be empty".into()));
+    }
+    let limit = state.settings.server.max_message_chars;
+    let length = text.chars().count();
+    if length > limit {
+        return Err(AppError::TooLong {
+            actual: length,
+            limit,
+        });
+    }
+    Ok(text)
+}
+
+pub async fn list_documents(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<DocumentSummary>>, AppError> {
+    Ok(Json(state.components.knowledge.list().await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// File name for a raw (non-multipart) upload; its extension picks the parser.
+    pub name: Option<String>,
+}
+
+/// Upload documents: `multipart/form-data` with one or more file parts, or a raw body with
+/// `?name=FILE.md`. Each file is stored as `upload/NAME`; uploading the same name replaces it.
+pub async fn upload_documents(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Vec<IngestOutcome>>), AppError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut files: Vec<(String, Bytes)> = Vec::new();
+    if content_type.starts_with("multipart/form-data") {
+        let request = axum::http::Request::builder()
+            .header(axum::http::header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body))
+            .map_err(|e| AppError::BadRequest(format!("invalid multipart request: {e}")))?;
+        let mut multipart =
+            <Multipart as axum::extract::FromRequest<()>>::from_request(request, &())
+                .await
+                .map_err(|e| {
+                    AppError::BadRequest(format!("invalid multipart request: {}", e.body_text()))
+                })?;
+        while let Some(field) = multipart.next_field().await.map_err(|e| {
+            AppError::BadRequest(format!("invalid multipart request: {}", e.body_text()))
+        })? {
+            let Some(name) = field.file_name().map(str::to_string) else {
+                continue;
+            };
+            let bytes = field.bytes().await.map_err(|e| {
+                AppError::BadRequest(format!("could not read {name}: {}", e.body_text()))
+            })?;
+            files.push((name, bytes));
+        }
+    } else {
+        let name = query.name.ok_or_else(|| {
+            AppError::BadRequest(
+                "give ?name=FILE.ext for a raw upload, or use multipart/form-data".into(),
+            )
+        })?;
+        files.push((name, body));
+    }
+    if files.is_empty() {
+        return Err(AppError::BadRequest("no file in the request".into()));
+    }
+    // Validate every name before ingesting anything, so a bad batch changes nothing.
+    let mut named = Vec::with_capacity(files.len());
+    for (name, bytes) in files {
+        named.push((upload_source(&name)?, bytes));
+    }
+    let mut outcomes = Vec::with_capacity(named.len());
+    for (source, bytes) in named {
+        outcomes.push(
+            state
+                .components
+                .knowledge
+                .ingest_bytes(&source, &bytes)
+                .await?,
+        );
+    }
+    state
+        .components
+        .index
+        .flush()
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(outcomes)))
+}
+
+/// `upload/NAME` for an uploaded file name; path components are refused, not silently stripped.
+fn upload_source(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 200
+        || name.contains(['/', '\\'])
+        || name.starts_with('.')
+        || name.contains('\0')
+    {
+        return Err(AppError::BadRequest(format!(
+            "invalid file name {name:?}: use a plain name such as refunds.md"
+        )));
+    }
+    Ok(format!("{UPLOAD_PREFIX}{name}"))
+}
+
+pub async fn delete_document(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    if state.components.knowledge.remove(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound(format!("document {id} not found")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    pub q: String,
+    pub limit: Option<usize>,
+}
+
+pub async fn search_knowledge(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Json<Vec<KnowledgeRef>>, AppError> {
+    let text = checked_text(&state, &query.q)?;
+    let embedding =
+        state.engine.encoder().embed(text).await.map_err(|e| {
+            AppError::Unavailable(format!("the language model is unavailable: {e}"))
+        })?;
+    let limit = query.limit.unwrap_or(5).clamp(1, 50);
+    let hits = state
+        .engine
+        .retriever()
+        .search_top(text, &embedding, limit)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(
+        hits.iter()
+            .map(|hit| KnowledgeRef {
+                chunk_id: hit.chunk.id.clone(),
+                document_id: hit.chunk.document_id.clone(),
+                title: hit.chunk.title.clone(),
+                heading_path: hit.chunk.heading_path.clone(),
+                score: hit.score,
+                keyword_score: hit.keyword_score,
+                url: hit.chunk.url.clone(),
+                source: hit.chunk.source.clone(),
+            })
+            .collect(),
+    ))
+}
+
+pub async fn sync_knowledge(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<SyncReport>, AppError> {
+    let folder = &state.settings.paths.knowledge;
+    if !folder.is_dir() {
+        return Err(AppError::NotFound(format!(
+            "knowledge folder {} does not exist",
+            folder.display()
+        )));
+    }
+    Ok(Json(state.components.knowledge.sync_folder(folder).await?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct IntentsView {
+    pub training: TrainingInfo,
+    pub intents: Vec<IntentSpec>,
+}
+
+pub async fn get_intents(_admin: Admin, State(state): State<AppState>) -> Json<IntentsView> {
+    let recognizer = state.engine.intents();
+    Json(IntentsView {
+        training: recognizer.info().clone(),
+        intents: recognizer.intents().intents.clone(),
+    })
+}
+
+/// Retrain from the intents file on disk (after editing it) and switch to the new model.
+pub async fn train_intents(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<TrainingInfo>, AppError> {
+    let settings = &state.settings;
+    let recognizer = IntentRecognizer::load_or_train(
+        &settings.intents_file(),
+        &intent_model::cache_dir(&settings.paths.data),
+        state.engine.encoder(),
+        &state.components.encoder_digest(),
+        &FitOptions::default(),
+    )
+    .await?;
+    let info = recognizer.info().clone();
+    state.engine.replace_intents(recognizer);
+    Ok(Json(info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names_are_plain_file_names() {
+        assert_eq!(upload_source("refunds.md").unwrap(), "upload/refunds.md");
+        for bad in ["", "../etc/passwd", "a/b.md", ".hidden", "a\\b.md"] {
+            assert!(upload_source(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

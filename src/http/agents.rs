@@ -1,0 +1,433 @@
+//! Agents and integrations over HTTP: login, the agent WebSocket, the customer WebSocket, the
+//! queue, and the same actions agents have in the console (claim, assign, transfer, resolve, hand
+//! back, write) for systems that do not keep a socket open.
+
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::engine::EngineError;
+use crate::handoff::accounts::{hash_password, new_token, token_hash, verify_password};
+use crate::handoff::protocol::{AgentView, ConversationContext, QueueItem};
+use crate::handoff::{agent_view, Actor, HandoffError, TransferTarget};
+use crate::http::auth::{bearer_token, Admin};
+use crate::http::error::{ApiJson, AppError};
+use crate::store::{AgentRecord, Millis, NewAgent, StoreError};
+
+/// Largest WebSocket frame accepted from a client.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+impl From<HandoffError> for AppError {
+    fn from(err: HandoffError) -> Self {
+        match err {
+            HandoffError::ConversationNotFound(_) | HandoffError::AgentNotFound(_) => {
+                AppError::NotFound(err.to_string())
+            }
+            HandoffError::NotHeld(_) => AppError::Forbidden(err.to_string()),
+            HandoffError::NotQueued(_)
+            | HandoffError::NotOffered(_)
+            | HandoffError::AgentFull(_) => AppError::Conflict(err.to_string()),
+            HandoffError::Invalid(message) => AppError::BadRequest(message),
+            HandoffError::Store(e) => AppError::Internal(format!("store: {e}")),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AgentExists(_) => AppError::Conflict(err.to_string()),
+            StoreError::AgentNotFound(_)
+            | StoreError::ConversationNotFound(_)
+            | StoreError::MessageNotFound(_) => AppError::NotFound(err.to_string()),
+            StoreError::UnsupportedUrl(_)
+            | StoreError::CreateDirectory { .. }
+            | StoreError::Connect(_)
+            | StoreError::Migrate(_)
+            | StoreError::TurnAlreadyCompleted(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Database { .. } => AppError::Internal(format!("store: {err}")),
+        }
+    }
+}
+
+/// The agent a bearer token belongs to.
+async fn agent_from_token(state: &AppState, token: &str) -> Result<AgentRecord, AppError> {
+    let now = state.handoff.clock().now();
+    state
+        .handoff
+        .handoff_store()
+        .agent_by_token(&token_hash(token), now)
+        .await?
+        .ok_or_else(|| AppError::Forbidden("unknown or expired agent token".into()))
+}
+
+/// The caller: the admin key, or an agent token.
+async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, AppError> {
+    let token = bearer_token(headers).ok_or(AppError::MissingToken)?;
+    if let Some(admin) = state.settings.admin_key.as_deref() {
+        if crate::assets::constant_time_eq(admin.as_bytes(), token.as_bytes()) {
+            return Ok(Actor::Admin);
+        }
+    }
+    Ok(Actor::Agent(agent_from_token(state, token).await?))
+}
+
+async fn agent_only(state: &AppState, headers: &HeaderMap) -> Result<AgentRecord, AppError> {
+    match actor(state, headers).await? {
+        Actor::Agent(agent) => Ok(agent),
+        Actor::Admin => Err(AppError::Forbidden(
+            "this action needs an agent token".into(),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: Millis,
+    pub agent: AgentView,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, AppError> {
+    let store = state.handoff.handoff_store();
+    let agent = store.find_agent_by_name(body.name.trim()).await?;
+    // Verify against a real hash even for unknown names, so timing does not reveal which exist.
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let valid = match agent.as_ref().and_then(|a| a.password_hash.as_deref()) {
+        Some(hash) => verify_password(&body.password, hash),
+        None => {
+            let dummy =
+                DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default());
+            let _ = verify_password(&body.password, dummy);
+            false
+        }
+    };
+    let agent = match (agent, valid) {
+        (Some(agent), true) => agent,
+        _ => return Err(AppError::Forbidden("wrong name or password".into())),
+    };
+    let (token, hash) = new_token();
+    let expires_at =
+        state.handoff.clock().now() + state.settings.handoff.token_ttl_hours as i64 * 3_600_000;
+    store
+        .insert_agent_token(&agent.id, &hash, expires_at)
+        .await?;
+    Ok(Json(LoginResponse {
+        token,
+        expires_at,
+        agent: agent_view(&agent),
+    }))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    let token = bearer_token(&headers).ok_or(AppError::MissingToken)?;
+    agent_from_token(&state, token).await?;
+    state
+        .handoff
+        .handoff_store()
+        .revoke_agent_token(&token_hash(token))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<AgentView>, AppError> {
+    let agent = agent_only(&state, &headers).await?;
+    Ok(Json(agent_view(&agent)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    /// Browsers cannot set headers on a WebSocket: the token may come as `?token=`.
+    pub token: Option<String>,
+}
+
+pub async fn agent_socket(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let token = bearer_token(&headers)
+        .map(str::to_string)
+        .or(query.token)
+        .ok_or(AppError::MissingToken)?;
+    let agent = agent_from_token(&state, &token).await?;
+    Ok(upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| crate::http::ws::run_agent(state, agent, socket)))
+}
+
+pub async fn customer_socket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let token = bearer_token(&headers)
+        .map(str::to_string)
+        .or(query.token)
+        .ok_or(AppError::MissingToken)?;
+    match state.engine.authorize(&id, &token).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(AppError::Forbidden(
+                "this token does not belong to this conversation".into(),
+            ))
+        }
+        Err(EngineError::ConversationNotFound(_)) => {
+            return Err(AppError::NotFound(format!("conversation {id} not found")))
+        }
+        Err(other) => return Err(other.into()),
+    }
+    Ok(upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| crate::http::ws::run_customer(state, id, socket)))
+}
+
+pub async fn queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<QueueItem>>, AppError> {
+    actor(&state, &headers).await?;
+    Ok(Json(state.handoff.queue_view().await?))
+}
+
+/// The full context of a conversation on the human side (its agent, or an admin).
+pub async fn context(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ConversationContext>, AppError> {
+    let actor = actor(&state, &headers).await?;
+    let handoff = state
+        .handoff
+        .handoff_store()
+        .get_handoff(&id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("conversation {id} was never handed off")))?;
+    if let Actor::Agent(agent) = &actor {
+        let queued = handoff.state == crate::store::ConversationState::Queued;
+        if !queued && handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
+            return Err(AppError::Forbidden("not your conversation".into()));
+        }
+    }
+    Ok(Json(state.handoff.context(&handoff).await?))
+}
+
+pub async fn claim(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    let agent = agent_only(&state, &headers).await?;
+    state.handoff.claim(&agent, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    pub agent_id: String,
+}
+
+pub async fn assign(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AssignRequest>,
+) -> Result<StatusCode, AppError> {
+    state.handoff.assign_to(&id, &body.agent_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    #[serde(default)]
+    pub to_agent: Option<String>,
+    #[serde(default)]
+    pub to_skill: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+pub async fn transfer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TransferRequest>,
+) -> Result<StatusCode, AppError> {
+    let actor = actor(&state, &headers).await?;
+    let target = match (body.to_agent, body.to_skill) {
+        (Some(agent), None) => TransferTarget::Agent(agent),
+        (None, Some(skill)) => TransferTarget::Skill(skill),
+        _ => {
+            return Err(AppError::BadRequest(
+                "give exactly one of to_agent and to_skill".into(),
+            ))
+        }
+    };
+    state
+        .handoff
+        .transfer(&actor, &id, target, body.note.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    let actor = actor(&state, &headers).await?;
+    state.handoff.resolve(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn hand_back(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    let actor = actor(&state, &headers).await?;
+    state.handoff.hand_back(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentMessageRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentMessageResponse {
+    pub message_id: i64,
+}
+
+pub async fn agent_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<AgentMessageRequest>,
+) -> Result<(StatusCode, Json<AgentMessageResponse>), AppError> {
+    let agent = agent_only(&state, &headers).await?;
+    let message = state.handoff.agent_message(&agent, &id, &body.text).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentMessageResponse {
+            message_id: message.id,
+        }),
+    ))
+}
+
+pub async fn list_agents(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<AgentView>>, AppError> {
+    let agents = state.handoff.handoff_store().list_agents().await?;
+    Ok(Json(agents.iter().map(agent_view).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentRequest {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub password: String,
+    #[serde(default)]
+    pub skills: Vec<String>,
+    #[serde(default)]
+    pub capacity: Option<i64>,
+}
+
+pub async fn create_agent(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateAgentRequest>,
+) -> Result<(StatusCode, Json<AgentView>), AppError> {
+    let agent = new_agent(
+        &body.name,
+        body.display_name.as_deref(),
+        Some(&body.password),
+        &body.skills,
+        body.capacity
+            .unwrap_or(state.settings.handoff.default_capacity),
+    )
+    .map_err(AppError::BadRequest)?;
+    let created = state.handoff.handoff_store().create_agent(&agent).await?;
+    Ok((StatusCode::CREATED, Json(agent_view(&created))))
+}
+
+/// A validated new agent (shared by the admin API and `baton agents add`).
+pub fn new_agent(
+    name: &str,
+    display_name: Option<&str>,
+    password: Option<&str>,
+    skills: &[String],
+    capacity: i64,
+) -> Result<NewAgent, String> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!(
+            "agent name {name:?} must be 1-64 letters, digits, '.', '_' or '-'"
+        ));
+    }
+    if !(1..=100).contains(&capacity) {
+        return Err("capacity must be between 1 and 100".into());
+    }
+    let skills: Vec<String> = skills
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let skills = if skills.is_empty() {
+        vec!["general".to_string()]
+    } else {
+        skills
+    };
+    let password_hash = match password {
+        Some(password) => Some(hash_password(password).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(NewAgent {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        display_name: display_name
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(name)
+            .to_string(),
+        password_hash,
+        skills,
+        capacity,
+    })
+}

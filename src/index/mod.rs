@@ -1,0 +1,83 @@
+//! The vector index behind retrieval: a small trait so Qdrant Edge (in-process, the default) and a
+//! Qdrant server (`qdrant-client`, for scale-out) are two implementations of the same contract.
+//!
+//! The index stores, per chunk, a dense embedding and a sparse keyword vector, plus the chunk itself
+//! as payload so a search needs no second lookup. Fusion of dense and keyword results happens above
+//! the index (in `knowledge::retrieval`), so every backend only has to do plain nearest-neighbour
+//! and sparse dot-product search.
+
+pub mod edge;
+
+use async_trait::async_trait;
+
+use crate::knowledge::Chunk;
+
+/// A sparse keyword vector: term ids (hashed tokens) and their weights. The index applies IDF.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// One chunk ready to be indexed.
+#[derive(Debug, Clone)]
+pub struct IndexedChunk {
+    pub chunk: Chunk,
+    /// One or more L2-normalised dense embeddings ("views") of the chunk, e.g. an FAQ entry's
+    /// question alone and its question with the answer. Dense search scores a chunk by its best
+    /// view (MaxSim), so a customer's question can match either.
+    pub dense_views: Vec<Vec<f32>>,
+    pub sparse: SparseVector,
+}
+
+/// A search result: the chunk and its score (cosine similarity for dense search, BM25-like score
+/// for sparse search).
+#[derive(Debug, Clone)]
+pub struct ScoredChunk {
+    pub chunk: Chunk,
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("vector index at {path} could not be opened: {reason}")]
+    Open { path: String, reason: String },
+    /// A vector (or, when opening, the requested embedding size) does not match the index.
+    #[error("vector index has dimension {expected}, but {got} was given")]
+    Dimension { expected: usize, got: usize },
+    /// A chunk the caller asked to index cannot be stored (e.g. its id is not a UUID).
+    #[error("chunk {chunk_id} cannot be indexed: {reason}")]
+    InvalidChunk { chunk_id: String, reason: String },
+    /// A search query is malformed (e.g. duplicate sparse term ids).
+    #[error("invalid vector index query: {0}")]
+    InvalidQuery(String),
+    #[error("vector index operation failed: {0}")]
+    Backend(String),
+}
+
+/// The contract every vector backend implements. Implementations are cheap to share (`Arc`), and
+/// every method may be called concurrently.
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Insert or replace chunks (by chunk id).
+    async fn upsert(&self, chunks: Vec<IndexedChunk>) -> Result<(), IndexError>;
+    /// Remove every chunk of a document. Removing an unknown document is not an error.
+    async fn delete_document(&self, document_id: &str) -> Result<(), IndexError>;
+    /// Top `limit` chunks by cosine similarity to `query` (already L2-normalised), best first; a
+    /// chunk's score is the best among its views.
+    async fn search_dense(
+        &self,
+        query: &[f32],
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, IndexError>;
+    /// Top `limit` chunks by sparse (keyword) score, best first. Chunks sharing no term are absent.
+    async fn search_sparse(
+        &self,
+        query: &SparseVector,
+        limit: usize,
+    ) -> Result<Vec<ScoredChunk>, IndexError>;
+    /// Number of chunks stored.
+    async fn count(&self) -> Result<usize, IndexError>;
+    /// Make everything written so far durable.
+    async fn flush(&self) -> Result<(), IndexError>;
+}

@@ -1,0 +1,27 @@
+//! Baton: an AI-first support bot with human handoff.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library. Read the modules in this order:
+//! `config` -> `assets` -> `nlp` (encoder, intents, classifier) -> `knowledge` (loaders, chunking,
+//! ingestion, retrieval) -> `index` (vector store trait + Qdrant Edge) -> `store` (SQL
+//! persistence) -> `policy` (decisions) -> `engine` (one customer turn, end to end) -> `app`
+//! (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
+
+pub mod answer;
+pub mod app;
+pub mod assets;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod eval;
+pub mod handoff;
+pub mod http;
+pub mod index;
+pub mod knowledge;
+pub mod loadtest;
+pub mod metrics;
+pub mod nlp;
+pub mod policy;
+pub mod store;
+pub mod telemetry;
+pub mod templates;

@@ -1,0 +1,696 @@
+//! The sentence encoder: all-MiniLM-L6-v2 through `tokenizers` + `ort`, mean-pooled over the
+//! attention mask and L2-normalised to a 384-d embedding. One embedding per customer message feeds
+//! both intent classification and retrieval.
+//!
+//! Inference is CPU-bound, so it never runs on the async runtime: [`EncoderPool`] owns dedicated
+//! worker threads (each with its own ONNX session, since `Session::run` takes `&mut self`) and
+//! micro-batches requests that arrive while a worker is busy.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+use tokenizers::{Tokenizer, TruncationParams};
+use tokio::sync::oneshot;
+
+use crate::assets::ModelFiles;
+
+/// Width of the all-MiniLM-L6-v2 embedding.
+pub const EMBEDDING_DIM: usize = 384;
+
+pub type Embedding = Vec<f32>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncoderOptions {
+    /// Inputs are truncated to this many tokens (the model was trained on 128).
+    pub max_tokens: usize,
+    /// ONNX Runtime intra-op threads per worker.
+    pub intra_threads: usize,
+    /// Let ONNX Runtime threads spin while waiting: lower latency on an idle machine, but it burns
+    /// a core and degrades badly when other work competes for it, so it is off by default.
+    pub spinning: bool,
+    /// Worker threads, each with its own session.
+    pub workers: usize,
+    /// Most texts run through the model in one batch.
+    pub max_batch: usize,
+    /// Run the sentiment model on customer messages when it is installed.
+    pub sentiment: bool,
+    /// Customer messages are truncated to this many tokens for the sentiment model (the length
+    /// it was fine-tuned on).
+    pub sentiment_max_tokens: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            intra_threads: 2,
+            spinning: false,
+            workers: 1,
+            max_batch: 32,
+            sentiment: true,
+            sentiment_max_tokens: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EncoderError {
+    #[error("ONNX Runtime library {path} could not be loaded: {reason}")]
+    Runtime { path: String, reason: String },
+    #[error("encoder model {path} could not be loaded: {reason}")]
+    Model { path: String, reason: String },
+    #[error("tokenizer {path} could not be loaded: {reason}")]
+    Tokenizer { path: String, reason: String },
+    #[error("tokenising input failed: {0}")]
+    Tokenize(String),
+    #[error("encoder inference failed: {0}")]
+    Inference(String),
+    #[error("the encoder workers have stopped")]
+    WorkersGone,
+}
+
+/// ONNX Runtime is loaded once per process (ort keeps the library in a global), so the environment
+/// is created once and every later caller must agree on the library path.
+fn runtime_environment(library: &Path) -> Result<ort::environment::Environment, EncoderError> {
+    type Loaded = Result<(ort::environment::Environment, PathBuf), EncoderError>;
+    static RUNTIME: OnceLock<Loaded> = OnceLock::new();
+    let loaded = RUNTIME.get_or_init(|| {
+        let runtime_error = |reason: String| EncoderError::Runtime {
+            path: library.display().to_string(),
+            reason,
+        };
+        let environment = ort::init_from(library)
+            .map_err(|e| runtime_error(e.to_string()))?
+            .with_name("baton")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| runtime_error(e.to_string()))?;
+        Ok((environment, library.to_path_buf()))
+    });
+    match loaded {
+        Ok((environment, path)) if path == library => Ok(environment.clone()),
+        Ok((_, path)) => Err(EncoderError::Runtime {
+            path: library.display().to_string(),
+            reason: format!(
+                "this process already loaded ONNX Runtime from {}",
+                path.display()
+            ),
+        }),
+        Err(err) => Err(err.clone()),
+    }
+}
+
+/// Sentiment probabilities of one text (negative, neutral, positive; they sum to 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SentimentScores {
+    pub negative: f32,
+    pub neutral: f32,
+    pub positive: f32,
+}
+
+impl SentimentScores {
+    fn from_logits(logits: &[f32]) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exp.iter().sum::<f32>().max(f32::MIN_POSITIVE);
+        Self {
+            negative: exp[0] / sum,
+            neutral: exp[1] / sum,
+            positive: exp[2] / sum,
+        }
+    }
+
+    /// The most probable label.
+    pub fn label(&self) -> &'static str {
+        if self.negative >= self.neutral && self.negative >= self.positive {
+            "negative"
+        } else if self.positive >= self.neutral {
+            "positive"
+        } else {
+            "neutral"
+        }
+    }
+}
+
+/// What one pass over a text yields: its embedding, and its sentiment when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub embedding: Embedding,
+    pub sentiment: Option<SentimentScores>,
+}
+
+/// The optional sentiment classifier: a fine-tuned MiniLM sharing the encoder's vocabulary.
+struct SentimentHead {
+    session: Session,
+    /// The tokenizer truncating to the length the model was trained on.
+    tokenizer: Arc<Tokenizer>,
+}
+
+/// A synchronous encoder: one ONNX session and the tokenizer (plus the sentiment model when
+/// installed). Worker threads own one each; batch jobs may use one directly.
+pub struct Encoder {
+    session: Session,
+    tokenizer: Arc<Tokenizer>,
+    sentiment: Option<SentimentHead>,
+}
+
+fn build_session(
+    environment: &ort::environment::Environment,
+    path: &Path,
+    options: &EncoderOptions,
+) -> Result<Session, EncoderError> {
+    let model_error = |reason: String| EncoderError::Model {
+        path: path.display().to_string(),
+        reason,
+    };
+    // Builder errors carry the builder and are not Send/Sync, so they become strings here.
+    Session::builder(environment)
+        .map_err(|e| model_error(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| model_error(e.to_string()))?
+        .with_intra_threads(options.intra_threads.max(1))
+        .map_err(|e| model_error(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| model_error(e.to_string()))?
+        .with_intra_op_spinning(options.spinning)
+        .map_err(|e| model_error(e.to_string()))?
+        .commit_from_file(path)
+        .map_err(|e| model_error(e.to_string()))
+}
+
+/// Token ids, attention mask and token types of a batch, padded to its longest item.
+fn padded_inputs(batch: &[&tokenizers::Encoding]) -> (Vec<i64>, Vec<i64>, Vec<i64>, usize, usize) {
+    let rows = batch.len();
+    let width = batch
+        .iter()
+        .map(|e| e.get_ids().len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut input_ids = vec![0i64; rows * width];
+    let mut attention_mask = vec![0i64; rows * width];
+    for (row, encoding) in batch.iter().enumerate() {
+        for (col, (&id, &mask)) in encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_attention_mask())
+            .enumerate()
+        {
+            input_ids[row * width + col] = i64::from(id);
+            attention_mask[row * width + col] = i64::from(mask);
+        }
+    }
+    (
+        input_ids,
+        attention_mask,
+        vec![0i64; rows * width],
+        rows,
+        width,
+    )
+}
+
+impl Encoder {
+    pub fn load(files: &ModelFiles, options: &EncoderOptions) -> Result<Self, EncoderError> {
+        let tokenizer = Arc::new(load_tokenizer(
+            &files.encoder_tokenizer,
+            options.max_tokens,
+        )?);
+        let sentiment_tokenizer = Arc::new(load_tokenizer(
+            &files.encoder_tokenizer,
+            options.sentiment_max_tokens,
+        )?);
+        Self::with_tokenizers(files, options, tokenizer, sentiment_tokenizer)
+    }
+
+    fn with_tokenizers(
+        files: &ModelFiles,
+        options: &EncoderOptions,
+        tokenizer: Arc<Tokenizer>,
+        sentiment_tokenizer: Arc<Tokenizer>,
+    ) -> Result<Self, EncoderError> {
+        let environment = runtime_environment(&files.runtime_library)?;
+        let session = build_session(&environment, &files.encoder_model, options)?;
+        let sentiment = match &files.sentiment_model {
+            Some(path) if options.sentiment => Some(SentimentHead {
+                session: build_session(&environment, path, options)?,
+                tokenizer: sentiment_tokenizer,
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            session,
+            tokenizer,
+            sentiment,
+        })
+    }
+
+    /// Whether a sentiment model is loaded.
+    pub fn has_sentiment(&self) -> bool {
+        self.sentiment.is_some()
+    }
+
+    /// Embed texts and, where `with_sentiment[i]` is set and a sentiment model is loaded, classify
+    /// their sentiment, in order.
+    pub fn analyze(
+        &mut self,
+        texts: &[&str],
+        with_sentiment: &[bool],
+        with_embedding: &[bool],
+        max_batch: usize,
+    ) -> Result<Vec<Analysis>, EncoderError> {
+        // Embed only the texts that need it, then put the results back in place.
+        let to_embed: Vec<usize> = (0..texts.len())
+            .filter(|&i| with_embedding.get(i).copied().unwrap_or(true))
+            .collect();
+        let embedded = self.embed(
+            &to_embed.iter().map(|&i| texts[i]).collect::<Vec<_>>(),
+            max_batch,
+        )?;
+        let mut embeddings = vec![Vec::new(); texts.len()];
+        for (index, embedding) in to_embed.into_iter().zip(embedded) {
+            embeddings[index] = embedding;
+        }
+        let mut sentiments: Vec<Option<SentimentScores>> = vec![None; texts.len()];
+        if let Some(head) = &mut self.sentiment {
+            let wanted: Vec<usize> = (0..texts.len())
+                .filter(|&i| with_sentiment.get(i).copied().unwrap_or(false))
+                .collect();
+            let mut encodings = Vec::with_capacity(wanted.len());
+            for &index in &wanted {
+                encodings.push(
+                    head.tokenizer
+                        .encode(texts[index], true)
+                        .map_err(|e| EncoderError::Tokenize(e.to_string()))?,
+                );
+            }
+            let mut order: Vec<usize> = (0..wanted.len()).collect();
+            order.sort_by_key(|&i| encodings[i].get_ids().len());
+            for group in order.chunks(max_batch.max(1)) {
+                let batch: Vec<&tokenizers::Encoding> =
+                    group.iter().map(|&i| &encodings[i]).collect();
+                let scores = run_sentiment(&mut head.session, &batch)?;
+                for (score, &position) in scores.into_iter().zip(group) {
+                    sentiments[wanted[position]] = Some(score);
+                }
+            }
+        }
+        Ok(embeddings
+            .into_iter()
+            .zip(sentiments)
+            .map(|(embedding, sentiment)| Analysis {
+                embedding,
+                sentiment,
+            })
+            .collect())
+    }
+
+    /// Embed texts, in order. Long inputs are grouped by length and run in batches of `max_batch`,
+    /// so padding stays small.
+    pub fn embed(
+        &mut self,
+        texts: &[&str],
+        max_batch: usize,
+    ) -> Result<Vec<Embedding>, EncoderError> {
+        let mut encodings = Vec::with_capacity(texts.len());
+        for text in texts {
+            let encoding = self
+                .tokenizer
+                .encode(*text, true)
+                .map_err(|e| EncoderError::Tokenize(e.to_string()))?;
+            encodings.push(encoding);
+        }
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut embeddings = vec![Vec::new(); texts.len()];
+        for group in order.chunks(max_batch.max(1)) {
+            let batch: Vec<&tokenizers::Encoding> = group.iter().map(|&i| &encodings[i]).collect();
+            for (embedding, &index) in self.run_batch(&batch)?.into_iter().zip(group) {
+                embeddings[index] = embedding;
+            }
+        }
+        Ok(embeddings)
+    }
+
+    fn run_batch(
+        &mut self,
+        batch: &[&tokenizers::Encoding],
+    ) -> Result<Vec<Embedding>, EncoderError> {
+        let (input_ids, attention_mask, token_type_ids, rows, width) = padded_inputs(batch);
+        let shape = [rows, width];
+        let inference = |e: ort::Error| EncoderError::Inference(e.to_string());
+        let inputs = ort::inputs![
+            "input_ids" => Tensor::from_array((shape, input_ids)).map_err(inference)?,
+            "attention_mask" => Tensor::from_array((shape, attention_mask.clone())).map_err(inference)?,
+            "token_type_ids" => Tensor::from_array((shape, token_type_ids)).map_err(inference)?,
+        ];
+        let outputs = self.session.run(inputs).map_err(inference)?;
+        let (hidden_shape, hidden) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(inference)?;
+        let dims: Vec<i64> = hidden_shape.iter().copied().collect();
+        if dims != [rows as i64, width as i64, EMBEDDING_DIM as i64] {
+            return Err(EncoderError::Inference(format!(
+                "unexpected output shape {dims:?}, wanted [{rows}, {width}, {EMBEDDING_DIM}]"
+            )));
+        }
+        Ok((0..rows)
+            .map(|row| {
+                mean_pool(
+                    &hidden[row * width * EMBEDDING_DIM..(row + 1) * width * EMBEDDING_DIM],
+                    &attention_mask[row * width..(row + 1) * width],
+                )
+            })
+            .collect())
+    }
+}
+
+fn run_sentiment(
+    session: &mut Session,
+    batch: &[&tokenizers::Encoding],
+) -> Result<Vec<SentimentScores>, EncoderError> {
+    let (input_ids, attention_mask, token_type_ids, rows, width) = padded_inputs(batch);
+    let shape = [rows, width];
+    let inference = |e: ort::Error| EncoderError::Inference(format!("sentiment model: {e}"));
+    let inputs = ort::inputs![
+        "input_ids" => Tensor::from_array((shape, input_ids)).map_err(inference)?,
+        "attention_mask" => Tensor::from_array((shape, attention_mask)).map_err(inference)?,
+        "token_type_ids" => Tensor::from_array((shape, token_type_ids)).map_err(inference)?,
+    ];
+    let outputs = session.run(inputs).map_err(inference)?;
+    let (logits_shape, logits) = outputs["logits"]
+        .try_extract_tensor::<f32>()
+        .map_err(inference)?;
+    let dims: Vec<i64> = logits_shape.iter().copied().collect();
+    if dims != [rows as i64, 3] {
+        return Err(EncoderError::Inference(format!(
+            "sentiment model: unexpected output shape {dims:?}, wanted [{rows}, 3]"
+        )));
+    }
+    Ok(logits
+        .chunks_exact(3)
+        .map(SentimentScores::from_logits)
+        .collect())
+}
+
+/// Mean of the token vectors where the mask is 1, then L2-normalised (the sentence-transformers
+/// recipe for this model).
+fn mean_pool(hidden: &[f32], mask: &[i64]) -> Embedding {
+    let mut pooled = vec![0f32; EMBEDDING_DIM];
+    let mut count = 0f32;
+    for (token, &m) in hidden.chunks_exact(EMBEDDING_DIM).zip(mask) {
+        if m == 0 {
+            continue;
+        }
+        count += 1.0;
+        for (sum, value) in pooled.iter_mut().zip(token) {
+            *sum += value;
+        }
+    }
+    let count = count.max(1e-9);
+    pooled.iter_mut().for_each(|v| *v /= count);
+    normalise(&mut pooled);
+    pooled
+}
+
+/// Scale to unit length (a zero vector stays zero).
+pub fn normalise(vector: &mut [f32]) {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 1e-12 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+}
+
+/// Dot product; the cosine similarity of two normalised embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EncoderError> {
+    let tokenizer_error = |reason: String| EncoderError::Tokenizer {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| tokenizer_error(e.to_string()))?;
+    // tokenizer.json pads every input to 128 tokens, which makes a short chat message ~6x slower;
+    // batches are padded to their own longest item instead.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            ..Default::default()
+        }))
+        .map_err(|e| tokenizer_error(e.to_string()))?;
+    Ok(tokenizer)
+}
+/// One request to the worker threads: texts to embed (and classify) and where to send the result.
+struct EmbedJob {
+    texts: Vec<String>,
+    sentiment: bool,
+    embedding: bool,
+    reply: oneshot::Sender<Result<Vec<Analysis>, EncoderError>>,
+}
+
+/// Counters the metrics endpoint and benchmarks read.
+#[derive(Debug, Default)]
+pub struct EncoderStats {
+    pub batches: AtomicU64,
+    pub texts: AtomicU64,
+    pub busy_micros: AtomicU64,
+}
+
+/// The encoder as the server uses it: a cheap-to-clone async handle over dedicated worker threads.
+/// Requests that queue up while a worker is busy are run together in one batch (micro-batching):
+/// under load this trades a little latency for several times the throughput.
+#[derive(Clone)]
+pub struct EncoderPool {
+    jobs: Sender<EmbedJob>,
+    stats: Arc<EncoderStats>,
+    max_batch: usize,
+    has_sentiment: bool,
+}
+
+impl EncoderPool {
+    /// Load one session per worker and start the workers. Fails (before any thread starts) if a
+    /// model file cannot be loaded.
+    pub fn start(files: &ModelFiles, options: &EncoderOptions) -> Result<Self, EncoderError> {
+        let tokenizer = Arc::new(load_tokenizer(
+            &files.encoder_tokenizer,
+            options.max_tokens,
+        )?);
+        let sentiment_tokenizer = Arc::new(load_tokenizer(
+            &files.encoder_tokenizer,
+            options.sentiment_max_tokens,
+        )?);
+        let mut encoders = Vec::new();
+        for _ in 0..options.workers.max(1) {
+            encoders.push(Encoder::with_tokenizers(
+                files,
+                options,
+                tokenizer.clone(),
+                sentiment_tokenizer.clone(),
+            )?);
+        }
+        let has_sentiment = encoders.iter().all(Encoder::has_sentiment);
+        // Bounded, so a flood of requests waits in the async callers rather than in memory here.
+        let (jobs, receiver) = crossbeam_channel::bounded::<EmbedJob>(1024);
+        let stats = Arc::new(EncoderStats::default());
+        let max_batch = options.max_batch.max(1);
+        for (index, encoder) in encoders.into_iter().enumerate() {
+            let receiver = receiver.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name(format!("baton-encoder-{index}"))
+                .spawn(move || run_worker(encoder, receiver, stats, max_batch))
+                .map_err(|e| {
+                    EncoderError::Inference(format!("could not start an encoder thread: {e}"))
+                })?;
+        }
+        Ok(Self {
+            jobs,
+            stats,
+            max_batch,
+            has_sentiment,
+        })
+    }
+
+    /// Whether the sentiment model is loaded.
+    pub fn has_sentiment(&self) -> bool {
+        self.has_sentiment
+    }
+
+    /// Embed one text.
+    pub async fn embed(&self, text: &str) -> Result<Embedding, EncoderError> {
+        let mut embeddings = self.embed_many(vec![text.to_string()]).await?;
+        embeddings.pop().ok_or(EncoderError::WorkersGone)
+    }
+
+    /// Embed many texts (ingestion, evaluations), in order.
+    pub async fn embed_many(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EncoderError> {
+        Ok(self
+            .submit(texts, false, true)
+            .await?
+            .into_iter()
+            .map(|a| a.embedding)
+            .collect())
+    }
+
+    /// Embed a customer message and classify its sentiment (when the model is installed), in
+    /// the same trip to the workers.
+    pub async fn analyze(&self, text: &str) -> Result<Analysis, EncoderError> {
+        let mut analyses = self.submit(vec![text.to_string()], true, true).await?;
+        analyses.pop().ok_or(EncoderError::WorkersGone)
+    }
+
+    /// [`EncoderPool::analyze`] for many texts (evaluations), in order.
+    pub async fn analyze_many(&self, texts: Vec<String>) -> Result<Vec<Analysis>, EncoderError> {
+        self.submit(texts, true, true).await
+    }
+
+    /// Sentiment only (no embeddings), for evaluations of the sentiment model.
+    pub async fn sentiment_many(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<Vec<Option<SentimentScores>>, EncoderError> {
+        Ok(self
+            .submit(texts, true, false)
+            .await?
+            .into_iter()
+            .map(|a| a.sentiment)
+            .collect())
+    }
+
+    async fn submit(
+        &self,
+        texts: Vec<String>,
+        sentiment: bool,
+        embedding: bool,
+    ) -> Result<Vec<Analysis>, EncoderError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, result) = oneshot::channel();
+        let job = EmbedJob {
+            texts,
+            sentiment,
+            embedding,
+            reply,
+        };
+        // `send` blocks only while the bounded queue is full; do that waiting off the runtime.
+        let jobs = self.jobs.clone();
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|_| EncoderError::WorkersGone)?
+                    .map_err(|_| EncoderError::WorkersGone)?;
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(EncoderError::WorkersGone)
+            }
+        }
+        result.await.map_err(|_| EncoderError::WorkersGone)?
+    }
+
+    pub fn stats(&self) -> &EncoderStats {
+        &self.stats
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+}
+
+fn run_worker(
+    mut encoder: Encoder,
+    jobs: Receiver<EmbedJob>,
+    stats: Arc<EncoderStats>,
+    max_batch: usize,
+) {
+    // Ends when every EncoderPool handle is dropped.
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let mut queued_texts = batch[0].texts.len();
+        // Micro-batching: take whatever else is already waiting, up to one model batch.
+        while queued_texts < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    queued_texts += job.texts.len();
+                    batch.push(job);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let started = Instant::now();
+        let texts: Vec<&str> = batch
+            .iter()
+            .flat_map(|job| job.texts.iter().map(String::as_str))
+            .collect();
+        let with_sentiment: Vec<bool> = batch
+            .iter()
+            .flat_map(|job| std::iter::repeat_n(job.sentiment, job.texts.len()))
+            .collect();
+        let with_embedding: Vec<bool> = batch
+            .iter()
+            .flat_map(|job| std::iter::repeat_n(job.embedding, job.texts.len()))
+            .collect();
+        let result = encoder.analyze(&texts, &with_sentiment, &with_embedding, max_batch);
+        record(&stats, texts.len(), started.elapsed());
+        match result {
+            Ok(mut analyses) => {
+                // Hand each job its slice, in order.
+                for job in batch.into_iter().rev() {
+                    let tail = analyses.split_off(analyses.len() - job.texts.len());
+                    let _ = job.reply.send(Ok(tail));
+                }
+            }
+            Err(err) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn record(stats: &EncoderStats, texts: usize, elapsed: Duration) {
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.texts.fetch_add(texts as u64, Ordering::Relaxed);
+    stats
+        .busy_micros
+        .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pool_ignores_padding_and_normalises() {
+        let mut hidden = vec![0f32; 3 * EMBEDDING_DIM];
+        hidden[0] = 1.0; // token 0
+        hidden[EMBEDDING_DIM + 1] = 1.0; // token 1
+        hidden[2 * EMBEDDING_DIM + 2] = 100.0; // padding: must not count
+        let pooled = mean_pool(&hidden, &[1, 1, 0]);
+        let expected = 1.0 / 2f32.sqrt();
+        assert!((pooled[0] - expected).abs() < 1e-6);
+        assert!((pooled[1] - expected).abs() < 1e-6);
+        assert_eq!(pooled[2], 0.0);
+        assert!((cosine(&pooled, &pooled) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normalise_leaves_zero_vectors_alone() {
+        let mut zero = vec![0f32; 4];
+        normalise(&mut zero);
+        assert_eq!(zero, vec![0.0; 4]);
+    }
+}

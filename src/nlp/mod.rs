@@ -1,0 +1,7 @@
+//! Natural-language understanding: the sentence encoder, the business's intents, and the intent
+//! classifier trained on them.
+pub mod classifier;
+pub mod encoder;
+pub mod frustration;
+pub mod intent_model;
+pub mod intents;

@@ -1,0 +1,327 @@
+//! Durable state: conversations, messages, the knowledge base's documents and chunks, and an
+//! append-only event log. One trait, [`Store`]; one implementation over sqlx that speaks both
+//! SQLite (the embedded default) and PostgreSQL (scale-out), chosen by the database URL. The shared
+//! contract tests in `tests/store_contract.rs` run against both.
+
+pub mod handoff;
+pub mod sql;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::knowledge::Document;
+
+pub use handoff::{
+    AgentRecord, AgentStatus, AgentUpdate, EventDraft, HandoffRecord, HandoffStore, NewAgent,
+    QueueRequest, Release,
+};
+pub use sql::SqlStore;
+
+/// Milliseconds since the Unix epoch; every timestamp in the store uses it.
+pub type Millis = i64;
+
+/// Who owns the next reply in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationState {
+    /// The bot answers.
+    Bot,
+    /// Handed off and waiting in the queue of its skill. The bot stays silent.
+    Queued,
+    /// Offered to one agent, who has until the offer expires to accept.
+    Offered,
+    /// An agent owns it.
+    Assigned,
+    /// Closed.
+    Resolved,
+}
+
+impl ConversationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationState::Bot => "bot",
+            ConversationState::Queued => "queued",
+            ConversationState::Offered => "offered",
+            ConversationState::Assigned => "assigned",
+            ConversationState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bot" => Some(ConversationState::Bot),
+            "queued" => Some(ConversationState::Queued),
+            "offered" => Some(ConversationState::Offered),
+            "assigned" => Some(ConversationState::Assigned),
+            "resolved" => Some(ConversationState::Resolved),
+            _ => None,
+        }
+    }
+
+    /// Humans own the conversation (waiting for one, or talking to one): the bot says nothing.
+    pub fn human_owned(self) -> bool {
+        matches!(
+            self,
+            ConversationState::Queued | ConversationState::Offered | ConversationState::Assigned
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub id: String,
+    /// sha256 (hex) of the customer's bearer token; the token itself is never stored.
+    pub token_hash: String,
+    pub state: ConversationState,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Customer,
+    Bot,
+    Agent,
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Bot => "bot",
+            Role::Agent => "agent",
+            Role::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customer" => Some(Role::Customer),
+            "bot" => Some(Role::Bot),
+            "agent" => Some(Role::Agent),
+            "system" => Some(Role::System),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Monotonic across the whole store: a client resumes "after message id N".
+    pub id: i64,
+    pub conversation_id: String,
+    pub role: Role,
+    pub text: String,
+    /// For agent messages: the agent's id.
+    pub author_id: Option<String>,
+    /// For system messages: what happened (`agent_joined`, `agent_left`, `resolved`, ...).
+    pub kind: Option<String>,
+    /// Details a client shows with the message (sources and options of a bot reply, the agent's
+    /// display name, ...).
+    pub meta: Option<serde_json::Value>,
+    pub client_message_id: Option<String>,
+    /// For customer messages: the understanding (intent, knowledge hits, ...) as JSON, once computed.
+    pub understanding: Option<serde_json::Value>,
+    /// For customer messages: the full turn result returned to the client, once computed. A repeated
+    /// POST with the same client_message_id returns exactly this.
+    pub result: Option<serde_json::Value>,
+    pub created_at: Millis,
+}
+
+/// Outcome of storing a customer message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerInsert {
+    /// Stored for the first time.
+    New(MessageRecord),
+    /// A message with the same client_message_id already exists in this conversation; here it is
+    /// (its `result` may still be `None` if the first attempt did not finish).
+    Existing(MessageRecord),
+}
+
+/// A message the system adds (bot reply, system notice).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewMessage {
+    pub role: Role,
+    pub text: String,
+    pub author_id: Option<String>,
+    pub kind: Option<String>,
+    pub meta: Option<serde_json::Value>,
+}
+
+impl NewMessage {
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Everything a finished customer turn writes, applied in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnCompletion {
+    pub customer_message_id: i64,
+    pub understanding: serde_json::Value,
+    /// When `reply` is stored, its message id is added to this object as `reply_message_id`.
+    pub result: serde_json::Value,
+    /// The bot's reply, if it said anything.
+    pub reply: Option<NewMessage>,
+    /// The conversation's state after this turn.
+    pub new_state: ConversationState,
+    /// When the turn hands off (`new_state` is `Queued`): where and how urgently it queues.
+    pub enqueue: Option<QueueRequest>,
+    /// Events to append (kind, payload).
+    pub events: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub conversation_id: Option<String>,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub created_at: Millis,
+}
+
+/// A document as listed by `baton kb ls` (without its chunks' text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentSummary {
+    pub id: String,
+    pub source: String,
+    pub title: String,
+    pub url: Option<String>,
+    pub kind: String,
+    pub content_hash: String,
+    pub chunk_count: i64,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is not supported (use sqlite://PATH or postgres://...)")]
+    UnsupportedUrl(String),
+    #[error("could not create the database directory {path}: {source}")]
+    CreateDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error("message {0} not found")]
+    MessageNotFound(i64),
+    /// `complete_turn` ran twice for one customer message (two attempts raced); the first one's
+    /// result stands and nothing of the second was written.
+    #[error("the turn of message {0} was already completed")]
+    TurnAlreadyCompleted(i64),
+    #[error("an agent named {0:?} already exists")]
+    AgentExists(String),
+    #[error("agent {0} not found")]
+    AgentNotFound(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error while {context}: {source}")]
+    Database {
+        /// What the store was doing, e.g. "inserting a customer message".
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Persistence for everything Baton must not lose. Implementations are shared (`Arc<dyn Store>`) and
+/// safe to call concurrently.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_conversation(
+        &self,
+        id: &str,
+        token_hash: &str,
+    ) -> Result<ConversationRecord, StoreError>;
+    async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+    /// Fails with `ConversationNotFound` for an unknown id.
+    async fn set_conversation_state(
+        &self,
+        id: &str,
+        state: ConversationState,
+    ) -> Result<(), StoreError>;
+
+    /// Store a customer message durably. With a `client_message_id` already used in this
+    /// conversation, stores nothing and returns the existing message (also when two inserts race).
+    /// Fails with `ConversationNotFound` for an unknown conversation.
+    async fn insert_customer_message(
+        &self,
+        conversation_id: &str,
+        text: &str,
+        client_message_id: Option<&str>,
+    ) -> Result<CustomerInsert, StoreError>;
+    /// Record a finished turn (understanding, result, bot reply, state, events) atomically. The
+    /// state (and queue columns) change only if humans do not own the conversation at commit
+    /// time: an agent who claimed or accepted it while the bot was thinking keeps it.
+    /// Returns the stored bot reply, if any. Fails with `MessageNotFound` when the id is not a
+    /// customer message and with `TurnAlreadyCompleted` when its turn was completed before, so a
+    /// raced retry cannot add a second reply.
+    async fn complete_turn(
+        &self,
+        turn: TurnCompletion,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+    /// Add a message outside a customer turn (e.g. a system notice). Returns it with its id.
+    async fn insert_message(
+        &self,
+        conversation_id: &str,
+        message: NewMessage,
+    ) -> Result<MessageRecord, StoreError>;
+    /// Messages of a conversation with id > `after` (all when None), oldest first, at most `limit`.
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// The latest `limit` messages of a conversation with id < `before`, oldest first (the history
+    /// a turn is decided with).
+    async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    async fn append_event(
+        &self,
+        conversation_id: Option<&str>,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<EventRecord, StoreError>;
+    /// Events of one conversation (or all when None) with id > `after`, oldest first.
+    async fn list_events(
+        &self,
+        conversation_id: Option<&str>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Insert or replace a document and all its chunks (old chunks are removed) atomically. The
+    /// chunks are stored under `document.id`; their title, source and url are the document's.
+    async fn upsert_document(&self, document: &Document) -> Result<(), StoreError>;
+    async fn get_document(&self, id: &str) -> Result<Option<Document>, StoreError>;
+    async fn find_document_by_source(
+        &self,
+        source: &str,
+    ) -> Result<Option<DocumentSummary>, StoreError>;
+    async fn list_documents(&self) -> Result<Vec<DocumentSummary>, StoreError>;
+    /// Remove a document and its chunks; false when it did not exist.
+    async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
+}

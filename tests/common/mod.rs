@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests. Each test binary compiles this module on its own and
+//! uses only part of it, hence the `dead_code` allowances in the submodules.
+
+pub mod app;
+pub mod backends;
+pub mod pg;
+pub mod ws;

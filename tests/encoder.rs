@@ -1,0 +1,132 @@
+//! The Rust encoder against reference embeddings computed independently (onnxruntime's Python API
+//! on the same model file; see models/reference_embeddings.py), and basic semantic sanity.
+
+mod common;
+
+use baton::assets::ModelFiles;
+use baton::nlp::encoder::{cosine, Encoder, EncoderOptions, EMBEDDING_DIM};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    text: String,
+    embedding: Vec<f32>,
+}
+
+fn reference() -> Reference {
+    let path = common::app::repo().join("tests/fixtures/encoder_reference.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn encoder() -> Encoder {
+    let files = ModelFiles::verify(&common::app::repo().join("models")).expect("run make models");
+    Encoder::load(&files, &EncoderOptions::default()).expect("encoder loads")
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn embeddings_match_the_python_reference_one_at_a_time_and_batched() {
+    let reference = reference();
+    let mut encoder = encoder();
+    let texts: Vec<&str> = reference.items.iter().map(|i| i.text.as_str()).collect();
+    // One at a time (no padding), then all together (padded to the longest, sorted by length).
+    for item in &reference.items {
+        let embedding = encoder.embed(&[item.text.as_str()], 32).unwrap().remove(0);
+        assert_eq!(embedding.len(), EMBEDDING_DIM);
+        let difference = max_abs_difference(&embedding, &item.embedding);
+        assert!(
+            difference < 1e-4,
+            "{:?}: max difference {difference}",
+            item.text
+        );
+    }
+    let batched = encoder.embed(&texts, 32).unwrap();
+    for (embedding, item) in batched.iter().zip(&reference.items) {
+        let difference = max_abs_difference(embedding, &item.embedding);
+        assert!(
+            difference < 1e-4,
+            "batched {:?}: max difference {difference}",
+            item.text
+        );
+        let norm: f32 = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+    // Small batches in a different order give the same vectors, in the caller's order.
+    let reversed: Vec<&str> = texts.iter().rev().copied().collect();
+    let small_batches = encoder.embed(&reversed, 2).unwrap();
+    for (embedding, item) in small_batches.iter().zip(reference.items.iter().rev()) {
+        assert!(max_abs_difference(embedding, &item.embedding) < 1e-4);
+    }
+}
+
+#[test]
+fn paraphrases_score_higher_than_unrelated_pairs() {
+    let mut encoder = encoder();
+    let pairs = [
+        (
+            "How do I get a refund?",
+            "I want my money back",
+            "My sensor battery is low",
+        ),
+        (
+            "my wifi keeps dropping",
+            "the internet connection is unstable",
+            "what does the premium plan cost",
+        ),
+        (
+            "cancel my subscription",
+            "I want to stop paying every month",
+            "where is my parcel",
+        ),
+        (
+            "talk to a human please",
+            "can I speak with a real person",
+            "how do I reset my password",
+        ),
+    ];
+    for (anchor, paraphrase, unrelated) in pairs {
+        let e = encoder.embed(&[anchor, paraphrase, unrelated], 32).unwrap();
+        let close = cosine(&e[0], &e[1]);
+        let far = cosine(&e[0], &e[2]);
+        assert!(
+            close > far + 0.1,
+            "{anchor:?}: paraphrase {close:.3} vs unrelated {far:.3}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_pool_serves_concurrent_callers_in_order() {
+    let pool = common::app::shared_encoder();
+    let reference = reference();
+    let jobs = reference.items.iter().map(|item| {
+        let pool = pool.clone();
+        let text = item.text.clone();
+        tokio::spawn(async move { pool.embed(&text).await })
+    });
+    let results = futures::future::join_all(jobs).await;
+    for (result, item) in results.into_iter().zip(&reference.items) {
+        let embedding = result.unwrap().unwrap();
+        assert!(
+            max_abs_difference(&embedding, &item.embedding) < 1e-4,
+            "{:?}",
+            item.text
+        );
+    }
+    let many: Vec<String> = (0..100).map(|i| format!("message number {i}")).collect();
+    let embeddings = pool.embed_many(many.clone()).await.unwrap();
+    assert_eq!(embeddings.len(), 100);
+    let single = pool.embed(&many[57]).await.unwrap();
+    assert!(max_abs_difference(&single, &embeddings[57]) < 1e-4);
+}

@@ -1,0 +1,742 @@
+//! The contract every `VectorIndex` backend must honour. Each case is a generic async function over
+//! `Arc<dyn VectorIndex>`; `backend_contract!` runs every case against one backend. To add a
+//! backend (e.g. the Qdrant server one), write an `open_*` function returning a fresh, empty index
+//! and add one `backend_contract!` line at the bottom.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use baton::index::edge::{EdgeIndex, EdgeIndexSettings};
+use baton::index::{IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
+use baton::knowledge::Chunk;
+use uuid::Uuid;
+
+/// Dense dimension used by every case: small keeps the suite fast, and nothing in the contract
+/// depends on the embedding size.
+const DIMENSION: usize = 16;
+/// Slack for float rounding in scores that are mathematically exact.
+const SCORE_TOLERANCE: f32 = 1e-4;
+
+/// A fresh, empty index plus whatever must outlive it (a temporary directory, a server
+/// collection guard...). The index is declared first so it is dropped (and flushed) first.
+struct TestIndex {
+    index: Arc<dyn VectorIndex>,
+    _resources: Box<dyn Send>,
+}
+
+async fn open_edge() -> TestIndex {
+    open_edge_with(EdgeIndexSettings::default())
+}
+
+/// Edge with thresholds so low that every `flush` turns segments into HNSW-indexed ones and HNSW
+/// search is used (rather than the exhaustive fallback): exercises the optimiser, copy-on-write of
+/// indexed points, and approximate search with a few hundred points.
+async fn open_edge_indexed() -> TestIndex {
+    open_edge_with(EdgeIndexSettings {
+        indexing_threshold_kb: Some(1),
+        full_scan_threshold_kb: Some(1),
+    })
+}
+
+fn open_edge_with(settings: EdgeIndexSettings) -> TestIndex {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let index = EdgeIndex::open_with_settings(dir.path(), DIMENSION, settings)
+        .expect("open an edge index in an empty directory");
+    TestIndex {
+        index: Arc::new(index),
+        _resources: Box::new(dir),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn chunk_id(name: &str) -> String {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+fn chunk(document_id: &str, name: &str, text: &str) -> Chunk {
+    Chunk {
+        id: chunk_id(name),
+        document_id: document_id.to_string(),
+        ordinal: 0,
+        title: format!("{document_id} title"),
+        heading_path: vec!["Section".to_string()],
+        text: text.to_string(),
+        question: None,
+        source: format!("{document_id}.md"),
+        url: None,
+        content_hash: format!("hash of {text}"),
+    }
+}
+
+fn normalized(mut vector: Vec<f32>) -> Vec<f32> {
+    let norm = vector.iter().map(|value| value * value).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|value| *value /= norm);
+    }
+    vector
+}
+
+/// A deterministic pseudo-random unit vector (splitmix64), so runs are reproducible.
+fn random_unit_vector(seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    let vector = (0..DIMENSION)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut mixed = state;
+            mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            mixed ^= mixed >> 31;
+            (mixed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    normalized(vector)
+}
+
+/// A unit vector along one axis.
+fn axis(dimension_index: usize) -> Vec<f32> {
+    let mut vector = vec![0.0; DIMENSION];
+    vector[dimension_index] = 1.0;
+    vector
+}
+
+fn sparse(terms: &[(u32, f32)]) -> SparseVector {
+    SparseVector {
+        indices: terms.iter().map(|(term, _)| *term).collect(),
+        values: terms.iter().map(|(_, weight)| *weight).collect(),
+    }
+}
+
+fn indexed(chunk: Chunk, dense: Vec<f32>, keywords: &[(u32, f32)]) -> IndexedChunk {
+    IndexedChunk {
+        chunk,
+        dense_views: vec![dense],
+        sparse: sparse(keywords),
+    }
+}
+
+fn ids(results: &[ScoredChunk]) -> Vec<String> {
+    results
+        .iter()
+        .map(|result| result.chunk.id.clone())
+        .collect()
+}
+
+fn assert_sorted_best_first(results: &[ScoredChunk]) {
+    for pair in results.windows(2) {
+        assert!(
+            pair[0].score >= pair[1].score,
+            "results are not sorted best first: {} then {}",
+            pair[0].score,
+            pair[1].score
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contract cases
+
+async fn empty_index_counts_zero_and_finds_nothing(index: Arc<dyn VectorIndex>) {
+    assert_eq!(index.count().await.expect("count"), 0);
+    let dense = index.search_dense(&axis(0), 5).await.expect("dense search");
+    assert!(dense.is_empty());
+    let keywords = index
+        .search_sparse(&sparse(&[(1, 1.0)]), 5)
+        .await
+        .expect("sparse search");
+    assert!(keywords.is_empty());
+}
+
+async fn dense_search_ranks_nearest_first_with_cosine_scores(index: Arc<dyn VectorIndex>) {
+    let query = normalized(vec![
+        1.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ]);
+    let opposite: Vec<f32> = query.iter().map(|value| -value).collect();
+    let near = normalized(vec![
+        1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ]);
+    let chunks = vec![
+        indexed(
+            chunk("doc", "orthogonal", "orthogonal"),
+            axis(5),
+            &[(1, 1.0)],
+        ),
+        indexed(chunk("doc", "opposite", "opposite"), opposite, &[(1, 1.0)]),
+        indexed(chunk("doc", "exact", "exact"), query.clone(), &[(1, 1.0)]),
+        indexed(chunk("doc", "near", "near"), near.clone(), &[(1, 1.0)]),
+    ];
+    index.upsert(chunks).await.expect("upsert");
+
+    let results = index.search_dense(&query, 10).await.expect("dense search");
+    assert_eq!(
+        ids(&results),
+        vec![
+            chunk_id("exact"),
+            chunk_id("near"),
+            chunk_id("orthogonal"),
+            chunk_id("opposite")
+        ]
+    );
+    assert_sorted_best_first(&results);
+    for result in &results {
+        assert!(
+            (-1.0 - SCORE_TOLERANCE..=1.0 + SCORE_TOLERANCE).contains(&result.score),
+            "cosine score out of range: {}",
+            result.score
+        );
+    }
+    let expected_near: f32 = query.iter().zip(&near).map(|(a, b)| a * b).sum();
+    let expected_scores = [1.0, expected_near, 0.0, -1.0];
+    for (result, expected) in results.iter().zip(expected_scores) {
+        assert!(
+            (result.score - expected).abs() < SCORE_TOLERANCE,
+            "chunk {:?} scored {} instead of the cosine similarity {expected}",
+            result.chunk.text,
+            result.score
+        );
+    }
+    // The payload comes back whole.
+    assert_eq!(results[0].chunk, chunk("doc", "exact", "exact"));
+
+    let top_two = index.search_dense(&query, 2).await.expect("dense search");
+    assert_eq!(ids(&top_two), vec![chunk_id("exact"), chunk_id("near")]);
+}
+
+async fn a_chunk_scores_by_its_best_view(index: Arc<dyn VectorIndex>) {
+    // Two views: one along axis 0, one along axis 1. A query on either finds the chunk with a
+    // cosine of 1; a single-view chunk between the two axes scores lower on both.
+    let between = normalized({
+        let mut v = axis(0);
+        v[1] = 1.0;
+        v
+    });
+    let mut two_views = indexed(chunk("faq", "two views", "two views"), axis(0), &[(1, 1.0)]);
+    two_views.dense_views.push(axis(1));
+    index
+        .upsert(vec![
+            two_views,
+            indexed(chunk("doc", "between", "between"), between, &[(1, 1.0)]),
+        ])
+        .await
+        .expect("upsert");
+    assert_eq!(
+        index.count().await.expect("count"),
+        2,
+        "views are not separate chunks"
+    );
+    for query in [axis(0), axis(1)] {
+        let results = index.search_dense(&query, 5).await.expect("dense search");
+        assert_eq!(
+            ids(&results),
+            vec![chunk_id("two views"), chunk_id("between")]
+        );
+        assert!(
+            (results[0].score - 1.0).abs() < SCORE_TOLERANCE,
+            "{}",
+            results[0].score
+        );
+        assert!(results[1].score < 0.8);
+    }
+}
+
+async fn dense_search_accepts_unnormalised_vectors(index: Arc<dyn VectorIndex>) {
+    let scaled: Vec<f32> = axis(3).iter().map(|value| value * 7.0).collect();
+    index
+        .upsert(vec![indexed(
+            chunk("doc", "scaled", "scaled"),
+            scaled,
+            &[(1, 1.0)],
+        )])
+        .await
+        .expect("upsert");
+    let results = index.search_dense(&axis(3), 1).await.expect("dense search");
+    assert_eq!(ids(&results), vec![chunk_id("scaled")]);
+    assert!(
+        (results[0].score - 1.0).abs() < SCORE_TOLERANCE,
+        "score {}",
+        results[0].score
+    );
+}
+
+async fn upsert_with_existing_id_replaces_the_chunk(index: Arc<dyn VectorIndex>) {
+    let other = indexed(chunk("doc", "other", "other"), axis(2), &[(9, 1.0)]);
+    let original = indexed(chunk("doc", "replaced", "old text"), axis(0), &[(1, 1.0)]);
+    index
+        .upsert(vec![original, other])
+        .await
+        .expect("first upsert");
+    assert_eq!(index.count().await.expect("count"), 2);
+
+    let replacement = indexed(chunk("doc", "replaced", "new text"), axis(1), &[(2, 1.0)]);
+    index
+        .upsert(vec![replacement])
+        .await
+        .expect("second upsert");
+    assert_eq!(
+        index.count().await.expect("count"),
+        2,
+        "replacing must not add a point"
+    );
+
+    let by_new_vector = index.search_dense(&axis(1), 1).await.expect("dense search");
+    assert_eq!(by_new_vector[0].chunk.id, chunk_id("replaced"));
+    assert_eq!(by_new_vector[0].chunk.text, "new text");
+    assert!((by_new_vector[0].score - 1.0).abs() < SCORE_TOLERANCE);
+
+    // The old vector and the old keywords are gone with the old version.
+    let by_old_vector = index.search_dense(&axis(0), 2).await.expect("dense search");
+    assert!(by_old_vector
+        .iter()
+        .all(|result| result.score.abs() < SCORE_TOLERANCE));
+    let by_old_keyword = index
+        .search_sparse(&sparse(&[(1, 1.0)]), 5)
+        .await
+        .expect("sparse search");
+    assert!(
+        by_old_keyword.is_empty(),
+        "old keywords still match: {by_old_keyword:?}"
+    );
+    let by_new_keyword = index
+        .search_sparse(&sparse(&[(2, 1.0)]), 5)
+        .await
+        .expect("sparse search");
+    assert_eq!(ids(&by_new_keyword), vec![chunk_id("replaced")]);
+    assert_eq!(by_new_keyword[0].chunk.text, "new text");
+}
+
+async fn sparse_search_ranks_by_keyword_overlap(index: Arc<dyn VectorIndex>) {
+    index
+        .upsert(vec![
+            indexed(
+                chunk("doc", "all", "all terms"),
+                axis(0),
+                &[(1, 1.0), (2, 1.0), (3, 1.0)],
+            ),
+            indexed(
+                chunk("doc", "two", "two terms"),
+                axis(1),
+                &[(1, 1.0), (2, 1.0), (40, 1.0)],
+            ),
+            indexed(
+                chunk("doc", "one", "one term"),
+                axis(2),
+                &[(3, 1.0), (50, 1.0)],
+            ),
+            indexed(
+                chunk("doc", "none", "no shared term"),
+                axis(3),
+                &[(60, 1.0), (70, 1.0)],
+            ),
+            indexed(chunk("doc", "empty", "no terms at all"), axis(4), &[]),
+        ])
+        .await
+        .expect("upsert");
+
+    let results = index
+        .search_sparse(&sparse(&[(1, 1.0), (2, 1.0), (3, 1.0)]), 10)
+        .await
+        .expect("sparse search");
+    assert_eq!(
+        ids(&results),
+        vec![chunk_id("all"), chunk_id("two"), chunk_id("one")]
+    );
+    assert_sorted_best_first(&results);
+    assert!(results.iter().all(|result| result.score > 0.0));
+
+    let limited = index
+        .search_sparse(&sparse(&[(1, 1.0), (2, 1.0), (3, 1.0)]), 1)
+        .await
+        .expect("sparse search");
+    assert_eq!(ids(&limited), vec![chunk_id("all")]);
+
+    let unknown_term = index
+        .search_sparse(&sparse(&[(999, 1.0)]), 10)
+        .await
+        .expect("sparse search");
+    assert!(unknown_term.is_empty());
+    let empty_query = index
+        .search_sparse(&SparseVector::default(), 10)
+        .await
+        .expect("sparse search");
+    assert!(empty_query.is_empty());
+}
+
+async fn sparse_search_weights_rare_terms_above_common_ones(index: Arc<dyn VectorIndex>) {
+    // Term 1 is in 9 of 10 chunks, term 2 in one. Without IDF "common" (weight 2 on term 1) would
+    // beat "rare" (weight 1 on term 2); with IDF the rare term must win.
+    let mut chunks = vec![
+        indexed(chunk("doc", "common", "common"), axis(0), &[(1, 2.0)]),
+        indexed(chunk("doc", "rare", "rare"), axis(1), &[(2, 1.0)]),
+    ];
+    for filler in 0..8 {
+        let name = format!("filler {filler}");
+        chunks.push(indexed(
+            chunk("doc", &name, &name),
+            axis(2),
+            &[(1, 1.0), (100 + filler, 1.0)],
+        ));
+    }
+    index.upsert(chunks).await.expect("upsert");
+
+    let results = index
+        .search_sparse(&sparse(&[(1, 1.0), (2, 1.0)]), 10)
+        .await
+        .expect("sparse search");
+    assert_eq!(results.len(), 10);
+    assert_eq!(
+        results[0].chunk.id,
+        chunk_id("rare"),
+        "results: {results:?}"
+    );
+    assert_eq!(results[1].chunk.id, chunk_id("common"));
+    assert!(results[0].score > results[1].score);
+}
+
+async fn delete_document_removes_exactly_its_chunks(index: Arc<dyn VectorIndex>) {
+    let mut chunks = Vec::new();
+    for ordinal in 0..3 {
+        let name = format!("doomed {ordinal}");
+        chunks.push(indexed(
+            chunk("doomed", &name, &name),
+            random_unit_vector(ordinal),
+            &[(1, 1.0)],
+        ));
+    }
+    for ordinal in 0..2 {
+        let name = format!("kept {ordinal}");
+        chunks.push(indexed(
+            chunk("kept", &name, &name),
+            random_unit_vector(10 + ordinal),
+            &[(1, 1.0)],
+        ));
+    }
+    // A document id that is a prefix of another must not be caught by its deletion.
+    chunks.push(indexed(
+        chunk("doomed-2", "cousin", "cousin"),
+        random_unit_vector(20),
+        &[(1, 1.0)],
+    ));
+    index.upsert(chunks).await.expect("upsert");
+    assert_eq!(index.count().await.expect("count"), 6);
+
+    index.delete_document("doomed").await.expect("delete");
+    assert_eq!(index.count().await.expect("count"), 3);
+
+    let remaining_dense = index
+        .search_dense(&random_unit_vector(0), 10)
+        .await
+        .expect("dense search");
+    let remaining_keywords = index
+        .search_sparse(&sparse(&[(1, 1.0)]), 10)
+        .await
+        .expect("sparse search");
+    for results in [&remaining_dense, &remaining_keywords] {
+        let documents: HashSet<&str> = results
+            .iter()
+            .map(|result| result.chunk.document_id.as_str())
+            .collect();
+        assert_eq!(documents, HashSet::from(["kept", "doomed-2"]));
+        assert_eq!(results.len(), 3);
+    }
+
+    index
+        .delete_document("never indexed")
+        .await
+        .expect("deleting an unknown document is fine");
+    index
+        .delete_document("doomed")
+        .await
+        .expect("deleting twice is fine");
+    assert_eq!(index.count().await.expect("count"), 3);
+}
+
+async fn count_tracks_upserts_and_deletes(index: Arc<dyn VectorIndex>) {
+    for batch in 0..3u64 {
+        let chunks = (0..7u64)
+            .map(|ordinal| {
+                let name = format!("batch {batch} chunk {ordinal}");
+                indexed(
+                    chunk(&format!("doc {batch}"), &name, &name),
+                    random_unit_vector(batch * 10 + ordinal),
+                    &[(1, 1.0)],
+                )
+            })
+            .collect();
+        index.upsert(chunks).await.expect("upsert");
+        assert_eq!(
+            index.count().await.expect("count"),
+            7 * (batch as usize + 1)
+        );
+    }
+    index
+        .upsert(Vec::new())
+        .await
+        .expect("an empty upsert is fine");
+    index.delete_document("doc 1").await.expect("delete");
+    assert_eq!(index.count().await.expect("count"), 14);
+}
+
+async fn flush_keeps_everything_searchable(index: Arc<dyn VectorIndex>) {
+    index
+        .flush()
+        .await
+        .expect("flushing an empty index is fine");
+    let chunks = (0..40u64)
+        .map(|seed| {
+            let name = format!("flushed {seed}");
+            indexed(
+                chunk("doc", &name, &name),
+                random_unit_vector(seed),
+                &[(seed as u32, 1.0)],
+            )
+        })
+        .collect();
+    index.upsert(chunks).await.expect("upsert");
+    index.flush().await.expect("flush");
+    index.flush().await.expect("flushing twice is fine");
+
+    assert_eq!(index.count().await.expect("count"), 40);
+    let dense = index
+        .search_dense(&random_unit_vector(7), 1)
+        .await
+        .expect("dense search");
+    assert_eq!(ids(&dense), vec![chunk_id("flushed 7")]);
+    let keywords = index
+        .search_sparse(&sparse(&[(7, 1.0)]), 5)
+        .await
+        .expect("sparse search");
+    assert_eq!(ids(&keywords), vec![chunk_id("flushed 7")]);
+
+    // Writes after a flush (and after the optimiser possibly sealed the segment) still work.
+    index
+        .upsert(vec![indexed(
+            chunk("doc", "flushed 7", "rewritten"),
+            random_unit_vector(7),
+            &[(7, 1.0)],
+        )])
+        .await
+        .expect("upsert after flush");
+    index
+        .delete_document("nobody")
+        .await
+        .expect("delete after flush");
+    let rewritten = index
+        .search_dense(&random_unit_vector(7), 1)
+        .await
+        .expect("dense search");
+    assert_eq!(rewritten[0].chunk.text, "rewritten");
+    assert_eq!(index.count().await.expect("count"), 40);
+}
+
+async fn rejects_malformed_input_without_writing(index: Arc<dyn VectorIndex>) {
+    let good = indexed(chunk("doc", "good", "good"), axis(0), &[(1, 1.0)]);
+    let wrong_dimension = indexed(
+        chunk("doc", "short", "short"),
+        vec![1.0; DIMENSION - 1],
+        &[],
+    );
+    assert!(index
+        .upsert(vec![good.clone(), wrong_dimension])
+        .await
+        .is_err());
+
+    let mut not_a_uuid = chunk("doc", "bad id", "bad id");
+    not_a_uuid.id = "not-a-uuid".to_string();
+    assert!(index
+        .upsert(vec![good.clone(), indexed(not_a_uuid, axis(1), &[])])
+        .await
+        .is_err());
+
+    let duplicate_terms = indexed(chunk("doc", "dup", "dup"), axis(2), &[(1, 1.0), (1, 2.0)]);
+    assert!(index.upsert(vec![good, duplicate_terms]).await.is_err());
+
+    assert_eq!(
+        index.count().await.expect("count"),
+        0,
+        "a rejected batch writes nothing"
+    );
+    assert!(index.search_dense(&[1.0; DIMENSION + 1], 3).await.is_err());
+    assert!(index
+        .search_sparse(
+            &SparseVector {
+                indices: vec![1, 2],
+                values: vec![1.0]
+            },
+            3
+        )
+        .await
+        .is_err());
+}
+
+async fn concurrent_writers_and_readers_lose_nothing(index: Arc<dyn VectorIndex>) {
+    const WRITERS: u64 = 4;
+    const BATCHES_PER_WRITER: u64 = 5;
+    const CHUNKS_PER_BATCH: u64 = 20;
+
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let index = Arc::clone(&index);
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..BATCHES_PER_WRITER {
+                let chunks = (0..CHUNKS_PER_BATCH)
+                    .map(|ordinal| {
+                        let seed =
+                            (writer * BATCHES_PER_WRITER + batch) * CHUNKS_PER_BATCH + ordinal;
+                        let name = format!("concurrent {seed}");
+                        indexed(
+                            chunk(&format!("writer {writer}"), &name, &name),
+                            random_unit_vector(seed),
+                            &[(seed as u32, 1.0), (100_000, 0.5)],
+                        )
+                    })
+                    .collect();
+                index.upsert(chunks).await.expect("concurrent upsert");
+                if batch % 2 == 1 {
+                    index.flush().await.expect("concurrent flush");
+                }
+            }
+        }));
+    }
+    for reader in 0..3u64 {
+        let index = Arc::clone(&index);
+        tasks.push(tokio::spawn(async move {
+            for round in 0..30 {
+                index
+                    .search_dense(&random_unit_vector(reader * 1000 + round), 5)
+                    .await
+                    .expect("concurrent dense search");
+                index
+                    .search_sparse(&sparse(&[(100_000, 1.0), (round as u32, 1.0)]), 5)
+                    .await
+                    .expect("concurrent sparse search");
+                index.count().await.expect("concurrent count");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task must not panic");
+    }
+
+    let total = WRITERS * BATCHES_PER_WRITER * CHUNKS_PER_BATCH;
+    assert_eq!(index.count().await.expect("count"), total as usize);
+    for seed in [0, total / 2, total - 1] {
+        let found = index
+            .search_dense(&random_unit_vector(seed), 1)
+            .await
+            .expect("dense search");
+        assert_eq!(ids(&found), vec![chunk_id(&format!("concurrent {seed}"))]);
+    }
+}
+
+async fn hundreds_of_chunks_stay_searchable(index: Arc<dyn VectorIndex>) {
+    const CHUNKS: u64 = 600;
+    const BATCH: u64 = 100;
+    // Written in batches with a flush after each, so thresholds (segment sealing, HNSW
+    // building, merging) are crossed while data keeps arriving.
+    for start in (0..CHUNKS).step_by(BATCH as usize) {
+        let chunks = (start..start + BATCH)
+            .map(|seed| {
+                let name = format!("bulk {seed}");
+                indexed(
+                    chunk(&format!("doc {}", seed % 10), &name, &name),
+                    random_unit_vector(seed),
+                    &[(seed as u32, 1.0), (10_000 + (seed % 10) as u32, 1.0)],
+                )
+            })
+            .collect();
+        index.upsert(chunks).await.expect("upsert");
+        index.flush().await.expect("flush");
+    }
+    assert_eq!(index.count().await.expect("count"), CHUNKS as usize);
+
+    for seed in (0..CHUNKS).step_by(37) {
+        let dense = index
+            .search_dense(&random_unit_vector(seed), 3)
+            .await
+            .expect("dense search");
+        assert_eq!(
+            dense[0].chunk.id,
+            chunk_id(&format!("bulk {seed}")),
+            "dense search for {seed}"
+        );
+        assert!((dense[0].score - 1.0).abs() < SCORE_TOLERANCE);
+        let keywords = index
+            .search_sparse(&sparse(&[(seed as u32, 1.0)]), 3)
+            .await
+            .expect("sparse search");
+        assert_eq!(
+            ids(&keywords),
+            vec![chunk_id(&format!("bulk {seed}"))],
+            "sparse search for {seed}"
+        );
+    }
+
+    // Deleting and replacing points that now live in sealed (possibly indexed) segments.
+    index.delete_document("doc 3").await.expect("delete");
+    assert_eq!(
+        index.count().await.expect("count"),
+        (CHUNKS - CHUNKS / 10) as usize
+    );
+    let deleted = index
+        .search_sparse(&sparse(&[(10_003, 1.0)]), 100)
+        .await
+        .expect("sparse search");
+    assert!(deleted.is_empty());
+    index
+        .upsert(vec![indexed(
+            chunk("doc 0", "bulk 0", "replaced"),
+            random_unit_vector(0),
+            &[(0, 1.0)],
+        )])
+        .await
+        .expect("upsert");
+    index.flush().await.expect("flush");
+    let replaced = index
+        .search_dense(&random_unit_vector(0), 1)
+        .await
+        .expect("dense search");
+    assert_eq!(replaced[0].chunk.text, "replaced");
+    assert_eq!(
+        index.count().await.expect("count"),
+        (CHUNKS - CHUNKS / 10) as usize
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// Runs every contract case against one backend, each case in a fresh index.
+macro_rules! backend_contract {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            backend_contract!(@cases $open;
+                empty_index_counts_zero_and_finds_nothing,
+                dense_search_ranks_nearest_first_with_cosine_scores,
+                dense_search_accepts_unnormalised_vectors,
+                a_chunk_scores_by_its_best_view,
+                upsert_with_existing_id_replaces_the_chunk,
+                sparse_search_ranks_by_keyword_overlap,
+                sparse_search_weights_rare_terms_above_common_ones,
+                delete_document_removes_exactly_its_chunks,
+                count_tracks_upserts_and_deletes,
+                flush_keeps_everything_searchable,
+                rejects_malformed_input_without_writing,
+                concurrent_writers_and_readers_lose_nothing,
+                hundreds_of_chunks_stay_searchable,
+            );
+        }
+    };
+    (@cases $open:path; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $open().await;
+                super::$case(std::sync::Arc::clone(&backend.index)).await;
+            }
+        )+
+    };
+}
+
+backend_contract!(edge, super::open_edge);
+backend_contract!(edge_indexed, super::open_edge_indexed);
