@@ -44,6 +44,8 @@ eval: build
 	$(CARGO) run --release -- eval intents --data $(EVAL_DATA)/clinc150/data_full.json --json evals/reports/clinc150.json --html evals/reports/clinc150.html
 	$(CARGO) run --release -- eval retrieval --data $(EVAL_DATA)/stackfaq --json evals/reports/stackfaq.json --html evals/reports/stackfaq.html
 	$(CARGO) run --release -- eval conversations evals/conversations --knowledge knowledge --json evals/reports/conversations.json --html evals/reports/conversations.html
+	$(CARGO) run --release -- eval sentiment --data $(EVAL_DATA)/tweeteval/sentiment --json evals/reports/tweeteval.json
+	$(CARGO) run --release -- eval frustration --data $(EVAL_DATA)/uss --fit --json evals/reports/uss.json
 
 ## Latency baselines (release build): encoder alone and POST .../messages.
 bench: build

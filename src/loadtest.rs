@@ -268,7 +268,11 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         let messages = args.messages;
         let pace = args.pace_ms;
         // Spread the starts evenly over one pace interval.
-        let offset = if pace == 0 { 0 } else { pace * index as u64 / customers.len().max(1) as u64 };
+        let offset = if pace == 0 {
+            0
+        } else {
+            pace * index as u64 / customers.len().max(1) as u64
+        };
         talks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(offset)).await;
             for seq in 0..messages {

@@ -130,3 +130,58 @@ async fn the_pool_serves_concurrent_callers_in_order() {
     let single = pool.embed(&many[57]).await.unwrap();
     assert!(max_abs_difference(&single, &embeddings[57]) < 1e-4);
 }
+
+#[derive(Deserialize)]
+struct SentimentReference {
+    examples: Vec<SentimentExample>,
+}
+
+#[derive(Deserialize)]
+struct SentimentExample {
+    text: String,
+    logits: Vec<f32>,
+    label: String,
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// The sentiment model as Baton runs it against the training script's own onnxruntime run
+/// (models/sentiment/reference.json, batch 1, truncation at 64): same probabilities within 1e-3,
+/// same label, whatever else shares the call.
+#[test]
+fn sentiment_matches_the_training_reference_alone_and_alongside_other_messages() {
+    let path = common::app::repo().join("models/sentiment/reference.json");
+    let reference: SentimentReference =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert!(reference.examples.len() >= 3);
+    let mut encoder = encoder();
+    assert!(encoder.has_sentiment(), "models/sentiment is installed");
+    let texts: Vec<&str> = reference.examples.iter().map(|e| e.text.as_str()).collect();
+    let all = vec![true; texts.len()];
+    let together = encoder.analyze(&texts, &all, &all, 32).unwrap();
+    for (example, analysis) in reference.examples.iter().zip(&together) {
+        let alone = encoder
+            .analyze(&[example.text.as_str()], &[true], &[false], 32)
+            .unwrap()
+            .remove(0)
+            .sentiment
+            .expect("sentiment asked for");
+        let together = analysis.sentiment.as_ref().expect("sentiment asked for");
+        let expected = softmax(&example.logits);
+        for scores in [&alone, together] {
+            let got = [scores.negative, scores.neutral, scores.positive];
+            let difference = max_abs_difference(&got, &expected);
+            assert!(
+                difference < 1e-3,
+                "{:?}: {got:?} vs {expected:?}",
+                example.text
+            );
+            assert_eq!(scores.label(), example.label, "{:?}", example.text);
+        }
+    }
+}

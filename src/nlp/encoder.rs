@@ -56,7 +56,7 @@ impl Default for EncoderOptions {
             workers: 1,
             max_batch: 32,
             sentiment: true,
-            sentiment_max_tokens: 128,
+            sentiment_max_tokens: 64,
         }
     }
 }
@@ -291,15 +291,13 @@ impl Encoder {
                         .map_err(|e| EncoderError::Tokenize(e.to_string()))?,
                 );
             }
-            let mut order: Vec<usize> = (0..wanted.len()).collect();
-            order.sort_by_key(|&i| encodings[i].get_ids().len());
-            for group in order.chunks(max_batch.max(1)) {
-                let batch: Vec<&tokenizers::Encoding> =
-                    group.iter().map(|&i| &encodings[i]).collect();
-                let scores = run_sentiment(&mut head.session, &batch)?;
-                for (score, &position) in scores.into_iter().zip(group) {
-                    sentiments[wanted[position]] = Some(score);
-                }
+            // One text per run, never batched: the model is dynamically quantised, and
+            // DynamicQuantizeLinear picks its scale from the whole input tensor, so a message's
+            // scores would otherwise depend on which other messages (and how much padding) shared
+            // its batch. Batch 1 is how the model was calibrated and how `reference.json` was made.
+            for (encoding, &index) in encodings.iter().zip(&wanted) {
+                let scores = run_sentiment(&mut head.session, &[encoding])?;
+                sentiments[index] = scores.into_iter().next();
             }
         }
         Ok(embeddings
