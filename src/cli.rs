@@ -471,7 +471,7 @@ async fn agents(settings: Settings, command: AgentsCommand) -> Result<(), CliErr
             let now = crate::handoff::clock::Clock::now(&crate::handoff::clock::SystemClock);
             let expires = now + settings.handoff.token_ttl_hours as i64 * 3_600_000;
             store
-                .insert_agent_token(&agent.id, &hash, expires)
+                .insert_agent_token(&agent.id, &hash, now, expires)
                 .await
                 .map_err(other)?;
             println!("{token}");

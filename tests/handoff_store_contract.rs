@@ -344,11 +344,11 @@ async fn agent_tokens_are_valid_until_they_expire_or_are_revoked(backend: Backen
     let store = backend.open().await;
     let maya = create_agent(&store, "agent-maya", 2).await;
     store
-        .insert_agent_token("agent-maya", "sha-of-token-1", 1_000)
+        .insert_agent_token("agent-maya", "sha-of-token-1", 0, 1_000)
         .await
         .expect("insert token 1");
     store
-        .insert_agent_token("agent-maya", "sha-of-token-2", 10_000)
+        .insert_agent_token("agent-maya", "sha-of-token-2", 0, 10_000)
         .await
         .expect("insert token 2");
 
@@ -408,11 +408,44 @@ async fn agent_tokens_are_valid_until_they_expire_or_are_revoked(backend: Backen
         .expect("revoking an unknown token is harmless");
 
     let orphan = store
-        .insert_agent_token("agent-nobody", "sha-of-token-3", 1_000)
+        .insert_agent_token("agent-nobody", "sha-of-token-3", 0, 1_000)
         .await;
     assert!(
         matches!(&orphan, Err(StoreError::AgentNotFound(id)) if id == "agent-nobody"),
         "{orphan:?}"
+    );
+
+    // A new login clears the agent's expired tokens: token 1 (expired at 1,000) is gone for
+    // good, even to a lookup dated before its expiry; other agents' tokens are not touched.
+    create_agent(&store, "agent-tom", 2).await;
+    store
+        .insert_agent_token("agent-tom", "sha-of-tom-old", 0, 1_000)
+        .await
+        .expect("insert tom's token");
+    store
+        .insert_agent_token("agent-maya", "sha-of-token-4", 5_000, 20_000)
+        .await
+        .expect("insert token 4");
+    assert_eq!(
+        store
+            .agent_by_token("sha-of-token-1", 0)
+            .await
+            .expect("lookup"),
+        None,
+        "expired tokens are deleted at the next login"
+    );
+    assert!(store
+        .agent_by_token("sha-of-token-4", 5_000)
+        .await
+        .expect("lookup")
+        .is_some());
+    assert!(
+        store
+            .agent_by_token("sha-of-tom-old", 0)
+            .await
+            .expect("lookup")
+            .is_some(),
+        "another agent's tokens are left alone"
     );
 }
 

@@ -121,10 +121,10 @@ pub async fn login(
         _ => return Err(AppError::Forbidden("wrong name or password".into())),
     };
     let (token, hash) = new_token();
-    let expires_at =
-        state.handoff.clock().now() + state.settings.handoff.token_ttl_hours as i64 * 3_600_000;
+    let now = state.handoff.clock().now();
+    let expires_at = now + state.settings.handoff.token_ttl_hours as i64 * 3_600_000;
     store
-        .insert_agent_token(&agent.id, &hash, expires_at)
+        .insert_agent_token(&agent.id, &hash, now, expires_at)
         .await?;
     Ok(Json(LoginResponse {
         token,

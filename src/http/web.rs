@@ -6,7 +6,13 @@
 //! Every response carries a strong `ETag` (a hash of the file) and answers `If-None-Match` with
 //! 304. The widget may be cached for a few minutes by the pages that embed it; the console and the
 //! demo page are revalidated on every load so they never mix an old script with a new page.
+//!
+//! Browsers that accept gzip get each file compressed once, on first request, and kept: the
+//! widget travels as about 10 KB instead of 32 KB to every page that embeds it. The compressed
+//! copy has its own ETag (a strong tag names one representation), and every response says
+//! `Vary: Accept-Encoding` so shared caches keep the two apart.
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -27,6 +33,7 @@ struct Asset {
     /// Headers beyond the common ones (security policy, cross-origin loading).
     extra: &'static [(&'static str, &'static str)],
     etag: OnceLock<String>,
+    gzipped: OnceLock<Vec<u8>>,
 }
 
 impl Asset {
@@ -42,7 +49,25 @@ impl Asset {
             cache_control,
             extra,
             etag: OnceLock::new(),
+            gzipped: OnceLock::new(),
         }
+    }
+
+    fn gzipped(&self) -> &[u8] {
+        self.gzipped.get_or_init(|| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder
+                .write_all(self.body.as_bytes())
+                .and_then(|()| encoder.finish())
+                .expect("gzip into memory cannot fail")
+        })
+    }
+
+    /// The compressed copy's tag: the file's tag with a suffix, so a cache never confuses the two.
+    fn gzip_etag(&self) -> String {
+        let plain = self.etag();
+        format!("{}-gz\"", &plain[..plain.len() - 1])
     }
 
     fn etag(&self) -> &str {
@@ -53,16 +78,24 @@ impl Asset {
     }
 
     fn respond(&'static self, request: &HeaderMap) -> Response {
-        let etag = self.etag();
+        let gzip = accepts_gzip(request);
+        let gzip_etag = self.gzip_etag();
+        let etag = if gzip {
+            gzip_etag.as_str()
+        } else {
+            self.etag()
+        };
+        // Either tag means the client holds this file's current content.
         let fresh = request
             .get_all(header::IF_NONE_MATCH)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == etag || tag == "*");
+            .any(|tag| tag == self.etag() || tag == gzip_etag || tag == "*");
         let mut headers = HeaderMap::new();
         headers.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static(self.cache_control),
@@ -84,8 +117,38 @@ impl Asset {
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.content_type),
         );
-        (StatusCode::OK, headers, self.body).into_response()
+        if gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            (StatusCode::OK, headers, self.gzipped()).into_response()
+        } else {
+            (StatusCode::OK, headers, self.body).into_response()
+        }
     }
+}
+
+/// Whether `Accept-Encoding` allows gzip: listed (or `*`) without `q=0`. An explicit `gzip;q=0`
+/// wins over `*`.
+fn accepts_gzip(request: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for coding in request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+    {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let allowed = parts
+            .filter_map(|param| param.trim().strip_prefix("q="))
+            .all(|q| q.trim().parse::<f32>().map_or(false, |q| q > 0.0));
+        match name.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(allowed),
+            "*" => any = Some(allowed),
+            _ => {}
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -151,9 +214,20 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(path: &str, if_none_match: Option<&str>) -> Response {
+        get_with(path, if_none_match, None).await
+    }
+
+    async fn get_with(
+        path: &str,
+        if_none_match: Option<&str>,
+        accept_encoding: Option<&str>,
+    ) -> Response {
         let mut request = Request::get(path);
         if let Some(tag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        if let Some(codings) = accept_encoding {
+            request = request.header(header::ACCEPT_ENCODING, codings);
         }
         routes::<()>()
             .oneshot(request.body(Body::empty()).unwrap())
@@ -216,6 +290,70 @@ mod tests {
         // Each file has its own tag.
         let console = get("/console.js", None).await;
         assert_ne!(header_of(&console, "etag"), etag);
+    }
+
+    #[tokio::test]
+    async fn browsers_that_accept_gzip_get_the_same_file_compressed() {
+        use std::io::Read;
+        for path in ["/", "/widget.js", "/console", "/console.js", "/console.css"] {
+            let plain = get(path, None).await;
+            assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+            assert_eq!(header_of(&plain, "vary"), "accept-encoding");
+            let plain_tag = header_of(&plain, "etag").to_string();
+            let plain_body = axum::body::to_bytes(plain.into_body(), usize::MAX)
+                .await
+                .unwrap();
+
+            let zipped = get_with(path, None, Some("br, gzip;q=0.8, deflate")).await;
+            assert_eq!(zipped.status(), StatusCode::OK);
+            assert_eq!(header_of(&zipped, "content-encoding"), "gzip", "{path}");
+            assert_eq!(header_of(&zipped, "vary"), "accept-encoding");
+            let zipped_tag = header_of(&zipped, "etag").to_string();
+            assert_ne!(zipped_tag, plain_tag, "one tag per representation");
+            let zipped_body = axum::body::to_bytes(zipped.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert!(
+                zipped_body.len() * 2 < plain_body.len(),
+                "{path} barely shrank"
+            );
+            let mut unzipped = Vec::new();
+            flate2::read::GzDecoder::new(&zipped_body[..])
+                .read_to_end(&mut unzipped)
+                .unwrap();
+            assert_eq!(unzipped, plain_body, "{path}");
+
+            // Either tag revalidates, whichever representation the client holds.
+            for tag in [&plain_tag, &zipped_tag] {
+                let again = get_with(path, Some(tag), Some("gzip")).await;
+                assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path} {tag}");
+            }
+        }
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_browsers_and_proxies_send_it() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip, deflate, br, zstd"));
+        assert!(accepts("GZIP"));
+        assert!(accepts("br;q=1.0, gzip;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("identity"));
+        assert!(!accepts("br"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(
+            !accepts("*, gzip;q=0"),
+            "an explicit refusal wins over the wildcard"
+        );
+        assert!(!accepts("gzip;q=nonsense"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

@@ -176,11 +176,13 @@ pub trait HandoffStore: Send + Sync {
     /// agent simply gets nothing new until below it).
     async fn update_agent(&self, id: &str, update: &AgentUpdate)
         -> Result<AgentRecord, StoreError>;
-    /// Store a login token (its sha256) valid until `expires_at`.
+    /// Store a login token (its sha256) issued at `now` and valid until `expires_at`. The agent's
+    /// tokens that expired by `now` are deleted in the same write, so logins don't pile up rows.
     async fn insert_agent_token(
         &self,
         agent_id: &str,
         token_hash: &str,
+        now: Millis,
         expires_at: Millis,
     ) -> Result<(), StoreError>;
     /// The agent a token belongs to, if the token exists and has not expired at `now`.

@@ -535,16 +535,23 @@ impl HandoffStore for SqlStore {
         &self,
         agent_id: &str,
         token_hash: &str,
+        now: Millis,
         expires_at: Millis,
     ) -> Result<(), StoreError> {
         const CONTEXT: &str = "storing an agent token";
         let mut write = self.begin_write(CONTEXT).await?;
+        sqlx::query("DELETE FROM agent_tokens WHERE agent_id = $1 AND expires_at <= $2")
+            .bind(agent_id)
+            .bind(now)
+            .execute(write.connection())
+            .await
+            .context("deleting expired agent tokens")?;
         let inserted = sqlx::query(
             "INSERT INTO agent_tokens (token_hash, agent_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(token_hash)
         .bind(agent_id)
-        .bind(now_millis())
+        .bind(now)
         .bind(expires_at)
         .execute(write.connection())
         .await;
