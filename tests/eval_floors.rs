@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 use baton::config::Settings;
 use baton::eval::conversations::evaluate as evaluate_conversations;
+use baton::eval::frustration::evaluate as evaluate_frustration;
 use baton::eval::intents::{evaluate as evaluate_intents, IntentData};
 use baton::eval::retrieval::{evaluate as evaluate_retrieval, prepare};
+use baton::eval::sentiment::evaluate as evaluate_sentiment;
 
 fn eval_data() -> PathBuf {
     let dir = std::env::var("BATON_PATHS__EVAL_DATA")
@@ -131,3 +133,58 @@ async fn demo_conversations_keep_their_decisions_and_handoffs() {
 const FLOOR_DECISION_ACCURACY: f64 = 0.78;
 const FLOOR_HANDOFF_PRECISION: f64 = 0.62;
 const FLOOR_HANDOFF_RECALL: f64 = 0.60;
+
+/// Every 10th TweetEval test tweet (1,229 of 12,284) through the shipped sentiment model: a
+/// model file, tokenizer or truncation change that costs quality fails here (the exact outputs
+/// are pinned by tests/encoder.rs against the training reference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tweeteval_sample_keeps_its_macro_recall() {
+    let path = eval_data().join("tweeteval/sentiment");
+    let report = evaluate_sentiment(&settings(), &path, "test", 10)
+        .await
+        .unwrap();
+    eprintln!(
+        "TweetEval 10%: {} tweets, macro recall {:.4}, accuracy {:.4}, negative F1 {:.4}",
+        report.items, report.macro_recall, report.accuracy, report.negative_f1
+    );
+    assert_eq!(report.items, 1229);
+    assert!(
+        report.macro_recall >= FLOOR_SENTIMENT_MACRO_RECALL,
+        "macro recall {}",
+        report.macro_recall
+    );
+}
+
+/// Measured 0.6930 on this sample on 2026-12-02 (the full test set: 0.7033).
+const FLOOR_SENTIMENT_MACRO_RECALL: f64 = 0.68;
+
+/// The whole USS evaluation half (20,646 user turns, 122 dissatisfied): the conversation-level
+/// frustration score must keep beating message sentiment alone, overall, which is the point of
+/// having it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frustration_beats_message_sentiment_on_uss() {
+    let path = eval_data().join("uss");
+    let report = evaluate_frustration(&settings(), &path, false)
+        .await
+        .unwrap();
+    let overall = &report.overall;
+    let message = overall.message_auc.unwrap();
+    let conversation = overall.conversation_auc.unwrap();
+    eprintln!(
+        "USS evaluation half: {} turns, {} dissatisfied, message AUC {message:.4}, \
+         conversation AUC {conversation:.4}",
+        overall.turns, overall.dissatisfied
+    );
+    assert_eq!(overall.turns, 20_646);
+    assert!(
+        conversation > message,
+        "conversation AUC {conversation} does not beat message sentiment alone ({message})"
+    );
+    assert!(
+        conversation >= FLOOR_CONVERSATION_AUC,
+        "conversation AUC {conversation}"
+    );
+}
+
+/// Measured 0.862 (message sentiment alone 0.845) on 2026-12-02.
+const FLOOR_CONVERSATION_AUC: f64 = 0.84;

@@ -1,6 +1,7 @@
 //! `baton eval compare OLD.json NEW.json`: figure by figure, what got better or worse between two
-//! reports of the same kind (intents, retrieval or conversations), plus what moved underneath
-//! (per-intent F1, queries newly missed or fixed, conversation turns newly failing or fixed).
+//! reports of the same kind (intents, retrieval, conversations, sentiment or frustration), plus
+//! what moved underneath (per-intent F1, queries newly missed or fixed, conversation turns newly
+//! failing or fixed).
 //!
 //! Reports are read as JSON values rather than as the report structs, so an older report that
 //! lacks a newer figure still compares (the figure shows as "-").
@@ -189,11 +190,92 @@ const CONVERSATION_METRICS: &[Metric] = &[
     metric("run time", Number("/seconds"), Lower, Seconds),
 ];
 
+const SENTIMENT_METRICS: &[Metric] = &[
+    metric("macro recall", Number("/macro_recall"), Higher, Percent),
+    metric("accuracy", Number("/accuracy"), Higher, Percent),
+    metric("negative F1", Number("/negative_f1"), Higher, Unit::Number),
+    metric(
+        "negative recall",
+        Number("/per_class/negative/recall"),
+        Higher,
+        Percent,
+    ),
+    metric(
+        "neutral recall",
+        Number("/per_class/neutral/recall"),
+        Higher,
+        Percent,
+    ),
+    metric(
+        "positive recall",
+        Number("/per_class/positive/recall"),
+        Higher,
+        Percent,
+    ),
+    metric("items", Number("/items"), Neither, Count),
+    metric("run time", Number("/seconds"), Lower, Seconds),
+];
+
+const FRUSTRATION_METRICS: &[Metric] = &[
+    metric(
+        "conversation AUC",
+        Number("/conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric("message AUC", Number("/message_auc"), Higher, Unit::Number),
+    metric(
+        "precision at 50% recall",
+        Number("/precision_at_recall_50"),
+        Higher,
+        Percent,
+    ),
+    metric(
+        "CCPE conversation AUC",
+        Number("/per_source/CCPE/conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric(
+        "MWOZ conversation AUC",
+        Number("/per_source/MWOZ/conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric(
+        "ReDial conversation AUC",
+        Number("/per_source/ReDial/conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric(
+        "SGD conversation AUC",
+        Number("/per_source/SGD/conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric(
+        "fitted conversation AUC",
+        Number("/overall/fitted_conversation_auc"),
+        Higher,
+        Unit::Number,
+    ),
+    metric("user turns", Number("/overall/turns"), Neither, Count),
+    metric(
+        "dissatisfied turns",
+        Number("/overall/dissatisfied"),
+        Neither,
+        Count,
+    ),
+];
+
 /// The report kinds and their figures.
 const KINDS: &[(&str, &[Metric])] = &[
     ("intents", INTENT_METRICS),
     ("retrieval", RETRIEVAL_METRICS),
     ("conversations", CONVERSATION_METRICS),
+    ("sentiment", SENTIMENT_METRICS),
+    ("frustration", FRUSTRATION_METRICS),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +352,8 @@ fn report_kind(report: &Value) -> Result<&str, String> {
         Ok(kind)
     } else {
         Err(format!(
-            "unknown report kind {kind:?} (expected intents, retrieval or conversations)"
+            "unknown report kind {kind:?} (expected intents, retrieval, conversations, sentiment \
+             or frustration)"
         ))
     }
 }
@@ -324,7 +407,7 @@ pub fn compare(old: &Value, new: &Value) -> Result<Comparison, String> {
             },
             ("queries newly not first", "queries now first"),
         ),
-        _ => moved_items(
+        "conversations" => moved_items(
             old,
             new,
             "/mismatches",
@@ -338,6 +421,8 @@ pub fn compare(old: &Value, new: &Value) -> Result<Comparison, String> {
             },
             ("turns newly mismatched", "turns fixed"),
         ),
+        // Sentiment and frustration reports are figures only: no items to list.
+        _ => Vec::new(),
     };
     Ok(Comparison {
         kind: new_kind.to_string(),
@@ -681,5 +766,43 @@ mod tests {
             vec!["billing.yaml: refund #2 \"hi\"".to_string()]
         );
         assert_eq!(comparison.details[1].title, "turns fixed (1)");
+    }
+
+    #[test]
+    fn sentiment_and_frustration_reports_compare_figure_by_figure() {
+        let old = json!({"kind": "sentiment", "data": "t", "macro_recall": 0.70, "accuracy": 0.68,
+                         "per_class": {"negative": {"recall": 0.87}}, "items": 12284});
+        let new = json!({"kind": "sentiment", "data": "t", "macro_recall": 0.71, "accuracy": 0.67,
+                         "per_class": {"negative": {"recall": 0.87}}, "items": 12284});
+        let comparison = compare(&old, &new).unwrap();
+        assert_eq!(change(&comparison, "macro recall").verdict, Verdict::Better);
+        assert_eq!(change(&comparison, "accuracy").verdict, Verdict::Worse);
+        assert_eq!(
+            change(&comparison, "negative recall").verdict,
+            Verdict::Same
+        );
+        assert!(comparison.details.is_empty());
+
+        let old = json!({"kind": "frustration", "data": "u", "conversation_auc": 0.86,
+                         "per_source": {"SGD": {"conversation_auc": 0.875}},
+                         "overall": {"turns": 20646}});
+        let new = json!({"kind": "frustration", "data": "u", "conversation_auc": 0.85,
+                         "per_source": {"SGD": {"conversation_auc": 0.88}},
+                         "overall": {"turns": 20646}});
+        let comparison = compare(&old, &new).unwrap();
+        assert_eq!(
+            change(&comparison, "conversation AUC").verdict,
+            Verdict::Worse
+        );
+        assert_eq!(
+            change(&comparison, "SGD conversation AUC").verdict,
+            Verdict::Better
+        );
+        assert_eq!(change(&comparison, "user turns").verdict, Verdict::Same);
+        let err = compare(&old, &json!({"kind": "sentiment"})).unwrap_err();
+        assert!(
+            err.contains("frustration report with a sentiment report"),
+            "{err}"
+        );
     }
 }

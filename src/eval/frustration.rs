@@ -213,14 +213,61 @@ struct Scored {
 
 pub async fn run(settings: &Settings, args: FrustrationArgs) -> Result<(), EvalError> {
     let path = resolve_data(settings, &args.data)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-        .map_err(|e| EvalError::data(&path, None, e.to_string()))?
+    let report = evaluate(settings, &path, args.fit).await?;
+    let overall = &report.overall;
+    let show = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    println!(
+        "frustration evaluation on {} (evaluation half: {} user turns, {} dissatisfied)",
+        report.data, overall.turns, overall.dissatisfied
+    );
+    println!(
+        "  {:<8} {:>7} {:>7} {:>12} {:>12} {:>10}",
+        "source", "msg AUC", "conv AUC", "msg P@R50", "conv P@R50", "fitted AUC"
+    );
+    for (source, f) in report
+        .per_source
+        .iter()
+        .chain(std::iter::once((&"overall".to_string(), overall)))
+    {
+        println!(
+            "  {:<8} {:>7} {:>7} {:>12} {:>12} {:>10}",
+            source,
+            show(f.message_auc),
+            show(f.conversation_auc),
+            show(f.message_precision_at_recall_50),
+            show(f.precision_at_recall_50),
+            show(f.fitted_conversation_auc)
+        );
+    }
+    if let Some(fitted) = &report.fitted_weights {
+        println!("  fitted weights (tuning half): bias {:.3}", fitted.bias);
+        for (name, weight) in SIGNALS.iter().zip(fitted.weights) {
+            println!("    {name:<20} {weight:>7.3}");
+        }
+    }
+    if let Some(json) = &args.json {
+        write_json(json, &report)?;
+    }
+    Ok(())
+}
+
+/// Score every user turn of the evaluation half (and, with `fit`, fit the weights on the
+/// tuning half, whose turns are then scored too).
+pub async fn evaluate(
+    settings: &Settings,
+    path: &Path,
+    fit: bool,
+) -> Result<FrustrationReport, EvalError> {
+    // The tuning half is only read when weights are fitted on it.
+    let wanted = |index: usize| fit || index % 2 == 1;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| EvalError::data(path, None, e.to_string()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(EvalError::data(&path, None, "no .txt dialogue files"));
+        return Err(EvalError::data(path, None, "no .txt dialogue files"));
     }
     let mut dialogues = Vec::new();
     for file in &files {
@@ -238,7 +285,12 @@ pub async fn run(settings: &Settings, args: FrustrationArgs) -> Result<(), EvalE
     // Sentiment of every user turn, in one pass.
     let user_texts: Vec<String> = dialogues
         .iter()
-        .flatten()
+        .flat_map(|file| {
+            file.iter()
+                .enumerate()
+                .filter(|(index, _)| wanted(*index))
+                .map(|(_, dialogue)| dialogue)
+        })
         .flat_map(|d| d.turns.iter().filter(|t| t.user).map(|t| t.text.clone()))
         .collect();
     let bar = progress_bar(user_texts.len() as u64, "user turns");
@@ -259,6 +311,9 @@ pub async fn run(settings: &Settings, args: FrustrationArgs) -> Result<(), EvalE
     let mut next_negative = negatives.into_iter();
     for file_dialogues in &dialogues {
         for (index, dialogue) in file_dialogues.iter().enumerate() {
+            if !wanted(index) {
+                continue;
+            }
             let mut history: Vec<HistoryTurn> = Vec::new();
             for turn in &dialogue.turns {
                 if turn.user {
@@ -294,7 +349,7 @@ pub async fn run(settings: &Settings, args: FrustrationArgs) -> Result<(), EvalE
         }
     }
 
-    let fitted = args.fit.then(|| {
+    let fitted = fit.then(|| {
         let tuning: Vec<([f32; 8], bool)> = scored
             .iter()
             .filter(|s| !s.evaluation)
@@ -347,45 +402,12 @@ pub async fn run(settings: &Settings, args: FrustrationArgs) -> Result<(), EvalE
         message_auc: overall.message_auc,
         conversation_auc: overall.conversation_auc,
         precision_at_recall_50: overall.precision_at_recall_50,
-        overall: overall.clone(),
+        overall,
         per_source,
-        weights: model.clone(),
-        fitted_weights: fitted.clone(),
+        weights: model,
+        fitted_weights: fitted,
     };
-    let show = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
-    println!(
-        "frustration evaluation on {} (evaluation half: {} user turns, {} dissatisfied)",
-        report.data, overall.turns, overall.dissatisfied
-    );
-    println!(
-        "  {:<8} {:>7} {:>7} {:>12} {:>12} {:>10}",
-        "source", "msg AUC", "conv AUC", "msg P@R50", "conv P@R50", "fitted AUC"
-    );
-    for (source, f) in report
-        .per_source
-        .iter()
-        .chain(std::iter::once((&"overall".to_string(), &overall)))
-    {
-        println!(
-            "  {:<8} {:>7} {:>7} {:>12} {:>12} {:>10}",
-            source,
-            show(f.message_auc),
-            show(f.conversation_auc),
-            show(f.message_precision_at_recall_50),
-            show(f.precision_at_recall_50),
-            show(f.fitted_conversation_auc)
-        );
-    }
-    if let Some(fitted) = &fitted {
-        println!("  fitted weights (tuning half): bias {:.3}", fitted.bias);
-        for (name, weight) in SIGNALS.iter().zip(fitted.weights) {
-            println!("    {name:<20} {weight:>7.3}");
-        }
-    }
-    if let Some(json) = &args.json {
-        write_json(json, &report)?;
-    }
-    Ok(())
+    Ok(report)
 }
 
 #[cfg(test)]

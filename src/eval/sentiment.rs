@@ -118,7 +118,40 @@ pub fn predicted_class(scores: &SentimentScores) -> usize {
 
 pub async fn run(settings: &Settings, args: SentimentArgs) -> Result<(), EvalError> {
     let path = resolve_data(settings, &args.data)?;
-    let (texts, labels) = load(&path, &args.split)?;
+    let report = evaluate(settings, &path, &args.split, 1).await?;
+    println!(
+        "sentiment evaluation on {} ({} split, {} items)",
+        report.data, report.split, report.items
+    );
+    println!(
+        "  macro recall {:.4}  accuracy {}  negative F1 {:.4}",
+        report.macro_recall,
+        percent(report.accuracy),
+        report.negative_f1
+    );
+    println!("  confusion (rows gold, columns predicted: negative, neutral, positive):");
+    for (label, row) in LABELS.iter().zip(report.confusion) {
+        println!("    {label:<9} {:>6} {:>6} {:>6}", row[0], row[1], row[2]);
+    }
+    println!("  {:.1} s", report.seconds);
+    if let Some(json) = &args.json {
+        write_json(json, &report)?;
+    }
+    Ok(())
+}
+
+/// Score the sentiment model on a TweetEval split, keeping every `every`-th item (1: all of
+/// them; the CI floors take a fixed sample).
+pub async fn evaluate(
+    settings: &Settings,
+    path: &Path,
+    split: &str,
+    every: usize,
+) -> Result<SentimentReport, EvalError> {
+    let (texts, labels) = load(path, split)?;
+    let every = every.max(1);
+    let (texts, labels): (Vec<String>, Vec<usize>) =
+        texts.into_iter().zip(labels).step_by(every).unzip();
     let encoder = start_encoder(settings)?;
     if !encoder.has_sentiment() {
         return Err(EvalError::Pipeline(
@@ -145,27 +178,9 @@ pub async fn run(settings: &Settings, args: SentimentArgs) -> Result<(), EvalErr
     bar.finish_and_clear();
     let mut report = score(&labels, &predictions);
     report.data = path.display().to_string();
-    report.split = args.split.clone();
+    report.split = split.to_string();
     report.seconds = started.elapsed().as_secs_f64();
-    println!(
-        "sentiment evaluation on {} ({} split, {} items)",
-        report.data, report.split, report.items
-    );
-    println!(
-        "  macro recall {:.4}  accuracy {}  negative F1 {:.4}",
-        report.macro_recall,
-        percent(report.accuracy),
-        report.negative_f1
-    );
-    println!("  confusion (rows gold, columns predicted: negative, neutral, positive):");
-    for (label, row) in LABELS.iter().zip(report.confusion) {
-        println!("    {label:<9} {:>6} {:>6} {:>6}", row[0], row[1], row[2]);
-    }
-    println!("  {:.1} s", report.seconds);
-    if let Some(json) = &args.json {
-        write_json(json, &report)?;
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// Figures from gold and predicted classes.
