@@ -141,7 +141,7 @@ fn accepts_gzip(request: &HeaderMap) -> bool {
         let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
         let allowed = parts
             .filter_map(|param| param.trim().strip_prefix("q="))
-            .all(|q| q.trim().parse::<f32>().map_or(false, |q| q > 0.0));
+            .all(|q| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
         match name.as_str() {
             "gzip" | "x-gzip" => gzip = Some(allowed),
             "*" => any = Some(allowed),
