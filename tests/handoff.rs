@@ -181,9 +181,12 @@ async fn handoff_assignment_messages_both_ways_resolve_and_rating() {
         .await;
     maya.until(|f| f["type"] == "unassigned" && f["reason"] == "resolved")
         .await;
-    customer.until_message(|m| m["kind"] == "resolved").await;
+    // The system message and the state frame may come in either order.
     customer
-        .until(|f| f["type"] == "state" && f["state"] == "resolved")
+        .until_all(&[
+            &|f: &Value| f["type"] == "message" && f["message"]["kind"] == "resolved",
+            &|f: &Value| f["type"] == "state" && f["state"] == "resolved",
+        ])
         .await;
     customer
         .send(json!({"type": "rate", "score": 5, "comment": "quick and kind"}))

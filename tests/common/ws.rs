@@ -87,6 +87,27 @@ impl WsClient {
         self.until(|f| f["type"] == kind).await
     }
 
+    /// Frames until every predicate has matched one of them, in whatever order they come (a state
+    /// change and its system message are separate frames with no order between them); returns
+    /// the matching frames in the predicates' order.
+    pub async fn until_all(&mut self, predicates: &[&dyn Fn(&Value) -> bool]) -> Vec<Value> {
+        let mut found: Vec<Option<Value>> = vec![None; predicates.len()];
+        while found.iter().any(Option::is_none) {
+            let Some(frame) = self.next().await else {
+                panic!(
+                    "socket closed before the expected frames; seen: {:#?}",
+                    self.seen
+                );
+            };
+            for (slot, matches) in found.iter_mut().zip(predicates) {
+                if slot.is_none() && matches(&frame) {
+                    *slot = Some(frame.clone());
+                }
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// The next `message` frame whose message matches.
     pub async fn until_message(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
         self.until(|f| f["type"] == "message" && matches(&f["message"]))
