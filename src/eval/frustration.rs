@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::eval::{progress_bar, resolve_data, start_encoder, write_json, EvalError};
+use crate::eval::{resolve_data, sentiment_with_progress, start_encoder, write_json, EvalError};
 use crate::knowledge::keywords::KeywordEncoder;
 use crate::nlp::frustration::{bot_text_failed, FrustrationModel, HistoryTurn, SIGNALS};
 
@@ -258,8 +258,6 @@ pub async fn evaluate(
     path: &Path,
     fit: bool,
 ) -> Result<FrustrationReport, EvalError> {
-    // The tuning half is only read when weights are fitted on it.
-    let wanted = |index: usize| fit || index % 2 == 1;
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| EvalError::data(path, None, e.to_string()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -282,69 +280,57 @@ pub async fn evaluate(
     let model = FrustrationModel::default();
     let keywords = KeywordEncoder::default();
 
-    // Sentiment of every user turn, in one pass.
-    let user_texts: Vec<String> = dialogues
+    // The dialogues to score, each marked with its half: odd positions in each file are the
+    // evaluation half; the even (tuning) half is only read when weights are fitted on it.
+    let selected: Vec<(bool, &Dialogue)> = dialogues
         .iter()
-        .flat_map(|file| {
-            file.iter()
-                .enumerate()
-                .filter(|(index, _)| wanted(*index))
-                .map(|(_, dialogue)| dialogue)
-        })
-        .flat_map(|d| d.turns.iter().filter(|t| t.user).map(|t| t.text.clone()))
+        .flat_map(|file| file.iter().enumerate())
+        .map(|(index, dialogue)| (index % 2 == 1, dialogue))
+        .filter(|(evaluation, _)| fit || *evaluation)
         .collect();
-    let bar = progress_bar(user_texts.len() as u64, "user turns");
-    let mut negatives = Vec::with_capacity(user_texts.len());
-    for batch in user_texts.chunks(256) {
-        for score in encoder
-            .sentiment_many(batch.to_vec())
-            .await
-            .map_err(EvalError::pipeline)?
-        {
-            negatives.push(score.map(|s| s.negative).unwrap_or(0.0));
-        }
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
+
+    // Sentiment of every user turn, in one pass.
+    let user_texts: Vec<String> = selected
+        .iter()
+        .flat_map(|(_, d)| d.turns.iter().filter(|t| t.user).map(|t| t.text.clone()))
+        .collect();
+    let negatives = sentiment_with_progress(&encoder, &user_texts, "user turns").await?;
 
     let mut scored = Vec::new();
-    let mut next_negative = negatives.into_iter();
-    for file_dialogues in &dialogues {
-        for (index, dialogue) in file_dialogues.iter().enumerate() {
-            if !wanted(index) {
-                continue;
-            }
-            let mut history: Vec<HistoryTurn> = Vec::new();
-            for turn in &dialogue.turns {
-                if turn.user {
-                    let negative = next_negative.next().unwrap_or(0.0);
-                    let sentiment = crate::nlp::encoder::SentimentScores {
-                        negative,
-                        neutral: 0.0,
-                        positive: 1.0 - negative,
-                    };
-                    let signals = model.signals(&keywords, &turn.text, Some(&sentiment), &history);
-                    scored.push(Scored {
-                        source: dialogue.source.clone(),
-                        evaluation: index % 2 == 1,
-                        dissatisfied: turn.rating.is_some_and(|r| r <= 2.0),
-                        message: negative,
-                        signals,
-                    });
-                    history.push(HistoryTurn {
-                        from_customer: true,
-                        text: turn.text.clone(),
-                        negative: Some(negative),
-                        failed: false,
-                    });
-                } else {
-                    history.push(HistoryTurn {
-                        from_customer: false,
-                        text: turn.text.clone(),
-                        negative: None,
-                        failed: bot_text_failed(&turn.text),
-                    });
-                }
+    let mut next_negative = negatives
+        .into_iter()
+        .map(|score| score.map(|s| s.negative).unwrap_or(0.0));
+    for &(evaluation, dialogue) in &selected {
+        let mut history: Vec<HistoryTurn> = Vec::new();
+        for turn in &dialogue.turns {
+            if turn.user {
+                let negative = next_negative.next().unwrap_or(0.0);
+                let sentiment = crate::nlp::encoder::SentimentScores {
+                    negative,
+                    neutral: 0.0,
+                    positive: 1.0 - negative,
+                };
+                let signals = model.signals(&keywords, &turn.text, Some(&sentiment), &history);
+                scored.push(Scored {
+                    source: dialogue.source.clone(),
+                    evaluation,
+                    dissatisfied: turn.rating.is_some_and(|r| r <= 2.0),
+                    message: negative,
+                    signals,
+                });
+                history.push(HistoryTurn {
+                    from_customer: true,
+                    text: turn.text.clone(),
+                    negative: Some(negative),
+                    failed: false,
+                });
+            } else {
+                history.push(HistoryTurn {
+                    from_customer: false,
+                    text: turn.text.clone(),
+                    negative: None,
+                    failed: bot_text_failed(&turn.text),
+                });
             }
         }
     }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::assets::ModelFiles;
 use crate::config::Settings;
-use crate::nlp::encoder::{Embedding, EncoderPool};
+use crate::nlp::encoder::{Embedding, EncoderPool, SentimentScores};
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -119,6 +119,28 @@ pub async fn embed_with_progress(
     }
     bar.finish_and_clear();
     Ok(embeddings)
+}
+
+/// Sentiment of many texts (one run per text, as the server does it) with a progress bar; `None`
+/// where the encoder has no sentiment model.
+pub async fn sentiment_with_progress(
+    encoder: &EncoderPool,
+    texts: &[String],
+    what: &str,
+) -> Result<Vec<Option<SentimentScores>>, EvalError> {
+    let bar = progress_bar(texts.len() as u64, what);
+    let mut scores = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(256) {
+        scores.extend(
+            encoder
+                .sentiment_many(batch.to_vec())
+                .await
+                .map_err(EvalError::pipeline)?,
+        );
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(scores)
 }
 
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {

@@ -8,7 +8,9 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::eval::{percent, progress_bar, resolve_data, start_encoder, write_json, EvalError};
+use crate::eval::{
+    percent, resolve_data, sentiment_with_progress, start_encoder, write_json, EvalError,
+};
 use crate::nlp::encoder::SentimentScores;
 
 pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
@@ -160,22 +162,15 @@ pub async fn evaluate(
         ));
     }
     let started = std::time::Instant::now();
-    let bar = progress_bar(texts.len() as u64, "tweets");
-    let mut predictions = Vec::with_capacity(texts.len());
-    for batch in texts.chunks(256) {
-        let scores = encoder
-            .sentiment_many(batch.to_vec())
-            .await
-            .map_err(EvalError::pipeline)?;
-        for score in scores {
-            let score = score.ok_or_else(|| {
-                EvalError::Pipeline("the sentiment model returned nothing".into())
-            })?;
-            predictions.push(predicted_class(&score));
-        }
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
+    let predictions = sentiment_with_progress(&encoder, &texts, "tweets")
+        .await?
+        .into_iter()
+        .map(|score| {
+            score
+                .map(|s| predicted_class(&s))
+                .ok_or_else(|| EvalError::Pipeline("the sentiment model returned nothing".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut report = score(&labels, &predictions);
     report.data = path.display().to_string();
     report.split = split.to_string();

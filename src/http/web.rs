@@ -32,7 +32,8 @@ struct Asset {
     cache_control: &'static str,
     /// Headers beyond the common ones (security policy, cross-origin loading).
     extra: &'static [(&'static str, &'static str)],
-    etag: OnceLock<String>,
+    /// The strong tags of the plain and the gzipped representation, made once.
+    etags: OnceLock<(String, String)>,
     gzipped: OnceLock<Vec<u8>>,
 }
 
@@ -48,7 +49,7 @@ impl Asset {
             content_type,
             cache_control,
             extra,
-            etag: OnceLock::new(),
+            etags: OnceLock::new(),
             gzipped: OnceLock::new(),
         }
     }
@@ -64,27 +65,21 @@ impl Asset {
         })
     }
 
-    /// The compressed copy's tag: the file's tag with a suffix, so a cache never confuses the two.
-    fn gzip_etag(&self) -> String {
-        let plain = self.etag();
-        format!("{}-gz\"", &plain[..plain.len() - 1])
-    }
-
-    fn etag(&self) -> &str {
-        self.etag.get_or_init(|| {
+    /// The file's tag (a hash of it) and the compressed copy's (the same with a suffix, so a cache
+    /// never confuses the two).
+    fn etags(&self) -> (&str, &str) {
+        let (plain, gzipped) = self.etags.get_or_init(|| {
             let digest = hex::encode(Sha256::digest(self.body.as_bytes()));
-            format!("\"{}\"", &digest[..20])
-        })
+            let hash = &digest[..20];
+            (format!("\"{hash}\""), format!("\"{hash}-gz\""))
+        });
+        (plain, gzipped)
     }
 
     fn respond(&'static self, request: &HeaderMap) -> Response {
         let gzip = accepts_gzip(request);
-        let gzip_etag = self.gzip_etag();
-        let etag = if gzip {
-            gzip_etag.as_str()
-        } else {
-            self.etag()
-        };
+        let (plain_etag, gzip_etag) = self.etags();
+        let etag = if gzip { gzip_etag } else { plain_etag };
         // Either tag means the client holds this file's current content.
         let fresh = request
             .get_all(header::IF_NONE_MATCH)
@@ -92,7 +87,7 @@ impl Asset {
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == self.etag() || tag == gzip_etag || tag == "*");
+            .any(|tag| tag == plain_etag || tag == gzip_etag || tag == "*");
         let mut headers = HeaderMap::new();
         headers.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
