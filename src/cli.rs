@@ -135,6 +135,13 @@ pub enum AgentsCommand {
 pub enum IntentsCommand {
     /// Train (or load from cache) and print the training figures.
     Train,
+    /// Tell which intents are too thin, too close to each other or overlapping, with examples
+    /// (works while the server runs; trains nothing it keeps).
+    Check {
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +187,9 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Intents {
             command: IntentsCommand::Train,
         } => train_intents(settings).await,
+        Command::Intents {
+            command: IntentsCommand::Check { json },
+        } => check_intents(settings, json.as_deref()).await,
         Command::Eval { command } => crate::eval::run(settings, command)
             .await
             .map_err(|e| CliError::Eval(e.to_string())),
@@ -486,6 +496,7 @@ async fn agents(settings: Settings, command: AgentsCommand) -> Result<(), CliErr
 }
 
 async fn train_intents(settings: Settings) -> Result<(), CliError> {
+    // Loading logs each weakness of the file (thin intents, duplicates) as a warning.
     let components = Arc::new(Components::open(settings).await?);
     let recognizer = components.intents().await?;
     let info = recognizer.info();
@@ -518,5 +529,63 @@ async fn train_intents(settings: Settings) -> Result<(), CliError> {
         info.embed_millis,
         info.train_millis
     );
+    Ok(())
+}
+
+/// `baton intents check`: embeds the examples with the server's encoder, cross-validates them
+/// exactly as training does, and reports what to improve. Opens neither the database nor the
+/// data directory, so it runs beside a live server.
+async fn check_intents(settings: Settings, json: Option<&Path>) -> Result<(), CliError> {
+    use crate::nlp::classifier::{cross_validate, FitOptions, TrainingSet};
+    use crate::nlp::intent_model::{out_of_scope_texts, training_texts};
+    use crate::nlp::intents_check;
+
+    let path = settings.intents_file();
+    let origin = path.display().to_string();
+    let (file, _) = crate::nlp::intents::IntentsFile::read(&path)
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let files =
+        crate::assets::ModelFiles::verify(&settings.paths.models).map_err(StartupError::from)?;
+    let encoder = crate::nlp::encoder::EncoderPool::start(&files, &settings.encoder)
+        .map_err(StartupError::from)?;
+    let (texts, labels) = training_texts(&file);
+    let embed = |texts: Vec<String>| {
+        let encoder = encoder.clone();
+        async move {
+            encoder
+                .embed_many(texts)
+                .await
+                .map_err(|e| CliError::Other(format!("embedding the examples failed: {e}")))
+        }
+    };
+    let embeddings = embed(texts.clone()).await?;
+    let out_of_scope = embed(out_of_scope_texts(&file)).await?;
+    let class_names: Vec<String> = file.intents.iter().map(|i| i.name.clone()).collect();
+    let options = FitOptions::default();
+    let (cv_embeddings, cv_labels) = (embeddings.clone(), labels.clone());
+    // Cross-validation trains one model per fold: CPU work, off the runtime.
+    let cross_validation = tokio::task::spawn_blocking(move || {
+        cross_validate(
+            &TrainingSet {
+                embeddings: &cv_embeddings,
+                labels: &cv_labels,
+                class_names: &class_names,
+                out_of_scope: &out_of_scope,
+            },
+            &options.train,
+            options.folds,
+        )
+    })
+    .await
+    .map_err(|e| CliError::Other(format!("cross-validation task failed: {e}")))?
+    .map_err(|e| CliError::Other(format!("cross-validation failed: {e}")))?;
+    let report = intents_check::check(&file, &texts, &embeddings, &labels, &cross_validation);
+    print!("{}", intents_check::render(&report, &origin));
+    if let Some(json) = json {
+        let bytes = serde_json::to_vec_pretty(&report)
+            .map_err(|e| CliError::Other(format!("cannot encode the report: {e}")))?;
+        std::fs::write(json, bytes)
+            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", json.display())))?;
+    }
     Ok(())
 }

@@ -98,6 +98,11 @@ pub struct Understanding {
     /// The conversation's frustration with this message, and the signals that fired.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub frustration: Option<Frustration>,
+    /// For a follow-up that only makes sense with the previous turn ("can I use rechargeable
+    /// ones?"): the text intent and knowledge were read from, the earlier question and this
+    /// message together. Sentiment and frustration still read the message alone.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rewritten_query: Option<String>,
     pub timings: Timings,
 }
 
@@ -396,6 +401,7 @@ impl Engine {
                 analysis.sentiment.as_ref(),
                 &[],
             )),
+            rewritten_query: None,
             timings: Timings {
                 encoder_ms,
                 intent_ms,
@@ -449,6 +455,53 @@ impl Engine {
             detail.understanding.knowledge_steered = true;
             detail.hits = hits;
         }
+        Ok(())
+    }
+
+    /// A short message that leans on the previous turn ("and if I paid with PayPal?", "can I use
+    /// rechargeable ones?") says too little alone: read its intent and knowledge from the previous
+    /// question and the message together. Only after a turn the bot answered from knowledge, and
+    /// never when the message's own reading is sure ("stop my membership then" is a cancellation
+    /// whatever came before), an explicit request for a person, or small talk with a fixed reply
+    /// ("thanks, that worked"). The chunks already given as answers are left out of the
+    /// follow-up's knowledge: the customer asks for more than that answer said.
+    async fn read_as_follow_up(
+        &self,
+        text: &str,
+        history: &[MessageRecord],
+        detail: &mut UnderstandingDetail,
+    ) -> Result<(), EngineError> {
+        let Some(context) = follow_up_context(history) else {
+            return Ok(());
+        };
+        if !looks_like_follow_up(text) {
+            return Ok(());
+        }
+        let recognizer = self.intents();
+        let own_reading_stands = detail
+            .understanding
+            .intent
+            .as_ref()
+            .filter(|_| !detail.understanding.out_of_scope)
+            .is_some_and(|intent| {
+                intent.confidence >= self.policy.settings().confident_intent
+                    || intent.name == self.policy.human_request_intent()
+                    || recognizer
+                        .spec(&intent.name)
+                        .is_some_and(|spec| spec.reply.is_some())
+            });
+        if own_reading_stands {
+            return Ok(());
+        }
+        let merged = format!("{context} {text}");
+        let mut merged_detail = self.understand(&merged).await?;
+        let own = &detail.understanding;
+        merged_detail.understanding.sentiment = own.sentiment.clone();
+        merged_detail.understanding.frustration = own.frustration.clone();
+        merged_detail.understanding.timings.encoder_ms += own.timings.encoder_ms;
+        merged_detail.understanding.timings.total_ms += own.timings.total_ms;
+        merged_detail.understanding.rewritten_query = Some(merged);
+        *detail = merged_detail;
         Ok(())
     }
 
@@ -513,8 +566,12 @@ impl Engine {
             .get_conversation(conversation_id)
             .await?
             .ok_or_else(|| EngineError::ConversationNotFound(conversation_id.to_string()))?;
-        let mut detail = self.understand(&message.text).await?;
         let history = self.recent_history(conversation_id, message.id).await?;
+        let mut detail = self.understand(&message.text).await?;
+        if !conversation.state.human_owned() {
+            self.read_as_follow_up(&message.text, &history, &mut detail)
+                .await?;
+        }
         let frustration = self.frustration.assess(
             &self.keywords,
             &message.text,
@@ -546,8 +603,21 @@ impl Engine {
             .as_ref()
             .and_then(|intent| recognizer.spec(&intent.name));
         if let Some(spec) = spec {
-            self.steer_retrieval(&message.text, &mut detail, &recognizer, spec)
+            // A follow-up searches with the text it was read from.
+            let query = detail
+                .understanding
+                .rewritten_query
+                .clone()
+                .unwrap_or_else(|| message.text.clone());
+            self.steer_retrieval(&query, &mut detail, &recognizer, spec)
                 .await?;
+        }
+        if detail.understanding.rewritten_query.is_some() {
+            // A follow-up asks for more than the answer it follows: not that answer again.
+            detail
+                .hits
+                .retain(|hit| !answered_with(&history, &hit.chunk.id));
+            detail.understanding.knowledge = detail.hits.iter().map(knowledge_ref).collect();
         }
         let policy_input = PolicyInput {
             intent: detail
@@ -919,6 +989,70 @@ fn silent_decision() -> Decision {
     }
 }
 
+/// Longest context carried into a follow-up, in characters: the question it follows, not the
+/// whole conversation.
+const FOLLOW_UP_CONTEXT_CHARS: usize = 300;
+
+/// The question a follow-up would lean on: the latest customer message, when the bot answered
+/// it from knowledge (its rewritten form when it was itself a follow-up).
+fn follow_up_context(history: &[MessageRecord]) -> Option<String> {
+    let last = history.iter().rev().find(|m| m.role == Role::Customer)?;
+    let result = last.result.as_ref()?;
+    let answered_from_knowledge = result.get("decision").and_then(|d| d.as_str()) == Some("answer")
+        && result
+            .get("reasons")
+            .and_then(|r| r.as_array())
+            .is_some_and(|reasons| reasons.iter().any(|r| r == "knowledge_match"));
+    if !answered_from_knowledge {
+        return None;
+    }
+    let question = last
+        .understanding
+        .as_ref()
+        .and_then(|u| u.get("rewritten_query"))
+        .and_then(|q| q.as_str())
+        .unwrap_or(&last.text);
+    // Keep the end: in a chain of follow-ups the latest words matter most.
+    let chars: Vec<char> = question.chars().collect();
+    let start = chars.len().saturating_sub(FOLLOW_UP_CONTEXT_CHARS);
+    Some(chars[start..].iter().collect())
+}
+
+/// Words that point back at something said before.
+const REFERRING_WORDS: &[&str] = &[
+    "it", "that", "this", "those", "these", "they", "them", "ones", "one",
+];
+/// Openings that continue the previous question.
+const CONTINUING_OPENINGS: &[&str] = &[
+    "and",
+    "also",
+    "but",
+    "so",
+    "then",
+    "what about",
+    "how about",
+];
+/// Longer messages carry their own context.
+const FOLLOW_UP_MAX_WORDS: usize = 12;
+
+/// A short message that refers back ("can I use rechargeable ones?") or continues ("and if I
+/// paid with PayPal?").
+fn looks_like_follow_up(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() || words.len() > FOLLOW_UP_MAX_WORDS {
+        return false;
+    }
+    let opening = words.join(" ");
+    CONTINUING_OPENINGS
+        .iter()
+        .any(|start| opening == *start || opening.starts_with(&format!("{start} ")))
+        || words.iter().any(|word| REFERRING_WORDS.contains(word))
+}
+
 /// Consecutive failed bot turns at the end of the history: turns whose decision was clarify.
 fn consecutive_failures(history: &[MessageRecord]) -> u32 {
     let mut failures = 0;
@@ -1023,4 +1157,86 @@ fn top_articles(hits: &[KnowledgeHit], limit: usize) -> Vec<ReplyOption> {
 
 fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_ups_refer_back_or_continue_and_stay_short() {
+        for text in [
+            "can I use rechargeable ones?",
+            "and if i paid with paypal?",
+            "will that also stop my plus payments?",
+            "what about the hub",
+            "And how long does it take?",
+        ] {
+            assert!(looks_like_follow_up(text), "{text}");
+        }
+        for text in [
+            "how do I reset my password?",
+            "ok great thanks",
+            "is there a fee for returns",
+            "",
+            "and this is a long message that explains everything about my thermostat in detail",
+        ] {
+            assert!(!looks_like_follow_up(text), "{text}");
+        }
+    }
+
+    fn customer(text: &str, result: serde_json::Value, rewritten: Option<&str>) -> MessageRecord {
+        MessageRecord {
+            id: 1,
+            conversation_id: "c".into(),
+            role: Role::Customer,
+            text: text.into(),
+            author_id: None,
+            kind: None,
+            meta: None,
+            client_message_id: None,
+            understanding: rewritten.map(|q| serde_json::json!({ "rewritten_query": q })),
+            result: Some(result),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_follow_up_leans_only_on_a_question_answered_from_knowledge() {
+        let answered = serde_json::json!({ "decision": "answer", "reasons": ["knowledge_match"] });
+        let history = vec![customer(
+            "what battery does the sensor take",
+            answered.clone(),
+            None,
+        )];
+        assert_eq!(
+            follow_up_context(&history).as_deref(),
+            Some("what battery does the sensor take")
+        );
+        let chained = vec![customer(
+            "can I use rechargeable ones?",
+            answered,
+            Some("what battery does the sensor take can I use rechargeable ones?"),
+        )];
+        assert_eq!(
+            follow_up_context(&chained).as_deref(),
+            Some("what battery does the sensor take can I use rechargeable ones?")
+        );
+        let small_talk = serde_json::json!({ "decision": "answer", "reasons": ["small_talk"] });
+        assert_eq!(follow_up_context(&[customer("hi", small_talk, None)]), None);
+        let clarified = serde_json::json!({ "decision": "clarify", "reasons": ["weak_knowledge"] });
+        assert_eq!(
+            follow_up_context(&[customer("my thermostat", clarified, None)]),
+            None
+        );
+        assert_eq!(follow_up_context(&[]), None);
+        let long = "x".repeat(FOLLOW_UP_CONTEXT_CHARS + 50);
+        let kept = follow_up_context(&[customer(
+            &long,
+            serde_json::json!({ "decision": "answer", "reasons": ["knowledge_match"] }),
+            None,
+        )])
+        .unwrap();
+        assert_eq!(kept.chars().count(), FOLLOW_UP_CONTEXT_CHARS);
+    }
 }

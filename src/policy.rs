@@ -181,6 +181,11 @@ impl Policy {
         &self.settings
     }
 
+    /// The intent that means "let me talk to a person".
+    pub fn human_request_intent(&self) -> &str {
+        &self.human_request_intent
+    }
+
     pub fn decide(&self, input: &PolicyInput, conversation: ConversationView) -> Decision {
         let decision = self.decide_turn(input);
         // Giving the same answer again to someone who came back after it is a failure too.

@@ -158,3 +158,71 @@ fn sigterm_stops_the_server_cleanly_after_serving() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "baton exited with {exit} after SIGTERM");
 }
+
+/// A small team's file: one intent with a single example, one with only a description, an
+/// example listed under two intents. It trains (exit 0) and each weakness is a warning naming the
+/// file and line; `intents check` reports the thin intents.
+#[test]
+fn a_thin_intents_file_trains_with_warnings_and_is_checked() {
+    let knowledge = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let intents = knowledge.path().join("intents.yaml");
+    std::fs::write(
+        &intents,
+        "\
+intents:
+  - name: refund
+    examples: [I want my money back, how do I get a refund, refund my order]
+  - name: reset_password
+    examples: [forgot my password]
+  - name: opening_hours
+    description: Customer asks when the support team is available
+    examples: []
+  - name: human_agent
+    examples: [talk to a person, a real human please, refund my order]
+",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--models",
+            repo().join("models").to_str().unwrap(),
+            "--knowledge",
+            knowledge.path().to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        all.extend(args.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(&all)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("baton runs")
+    };
+    let trained = run(&["intents", "train"]);
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    let stdout = String::from_utf8_lossy(&trained.stdout);
+    assert!(trained.status.success(), "{stderr}");
+    assert!(stdout.contains("4 intents"), "{stdout}");
+    let origin = intents.display().to_string();
+    for expected in [
+        format!("{origin} line 4: intent \"reset_password\" has 1 example;"),
+        format!("{origin} line 6: intent \"opening_hours\" has no examples"),
+        format!("{origin} line 10: example \"refund my order\" is listed under both \"refund\" and \"human_agent\""),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} missing from {stderr}");
+    }
+
+    let checked = run(&["intents", "check"]);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(report.contains("Too thin"), "{report}");
+    assert!(report.contains("reset_password"), "{report}");
+}

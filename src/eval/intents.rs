@@ -44,6 +44,22 @@ pub struct IntentsArgs {
     /// Keep only this fraction of every split (per label, fixed selection), for quick checks.
     #[arg(long)]
     pub sample: Option<f64>,
+    /// Few-shot: keep only N training examples per intent (a fixed selection for each --seed) and
+    /// drop the validation split, so the threshold comes from cross-validation on those examples
+    /// as it does for a business's own file. The test split stays whole.
+    #[arg(long)]
+    pub per_intent: Option<usize>,
+    /// Which few-shot selection (--per-intent) to use.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Override the classifier's prototype weight (see `TrainOptions::prototype_weight`), to
+    /// measure it.
+    #[arg(long)]
+    pub prototype_weight: Option<f32>,
+    /// Score on the validation split instead of the test split (to choose settings without
+    /// looking at the test split); the validation split is then not used for the threshold.
+    #[arg(long)]
+    pub score_on_validation: bool,
 }
 
 /// One labelled query; `label == None` is out of scope.
@@ -75,6 +91,29 @@ impl IntentData {
             })
         } else {
             read_clinc(path)
+        }
+    }
+
+    /// Few-shot training data: `count` training examples per label (out-of-scope included),
+    /// chosen by a hash of the text and `seed`, so a selection is the same on every run and
+    /// machine; no validation split; the test split whole.
+    pub fn few_shot(self, count: usize, seed: u64) -> Self {
+        let mut by_label: BTreeMap<Option<String>, Vec<Item>> = BTreeMap::new();
+        for item in self.train {
+            by_label.entry(item.label.clone()).or_default().push(item);
+        }
+        let train = by_label
+            .into_values()
+            .flat_map(|mut group| {
+                group.sort_by_cached_key(|item| stable_hash(&format!("{seed}:{}", item.text)));
+                group.truncate(count);
+                group
+            })
+            .collect();
+        Self {
+            train,
+            val: None,
+            test: self.test,
         }
     }
 
@@ -260,12 +299,31 @@ pub async fn run(settings: &Settings, args: IntentsArgs) -> Result<(), EvalError
         }
         data = data.sample(fraction);
     }
+    if args.score_on_validation {
+        let val = data.val.take().ok_or_else(|| {
+            EvalError::Pipeline("--score-on-validation needs data with a validation split".into())
+        })?;
+        data.test = val;
+    }
+    if let Some(count) = args.per_intent {
+        if count == 0 {
+            return Err(EvalError::Pipeline(
+                "--per-intent must be at least 1".into(),
+            ));
+        }
+        data = data.few_shot(count, args.seed);
+    }
+    let mut options = FitOptions::default();
+    if let Some(weight) = args.prototype_weight {
+        options.train.prototype_weight = weight;
+    }
     let report = evaluate(
         settings,
         &data,
         &path,
         args.oos_examples,
         args.target_oos_recall,
+        &options,
     )
     .await?;
     print_summary(&report);
@@ -285,6 +343,7 @@ pub async fn evaluate(
     path: &Path,
     use_oos_examples: bool,
     target_oos_recall: f64,
+    options: &FitOptions,
 ) -> Result<IntentsReport, EvalError> {
     // The training file, exactly as a business would write it.
     let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -316,6 +375,7 @@ pub async fn evaluate(
         } else {
             Vec::new()
         },
+        warnings: Vec::new(),
     };
     if file.intents.len() < 2 {
         return Err(EvalError::data(
@@ -354,13 +414,12 @@ pub async fn evaluate(
     let test_labels = test_split.labels;
     let embed_seconds = started.elapsed().as_secs_f64();
 
-    let options = FitOptions::default();
     let train_started = Instant::now();
     let recognizer = IntentRecognizer::train_embedded(
         file.clone(),
         train_embeddings,
         oos_train_embeddings,
-        &options,
+        options,
         "evaluation".into(),
         0,
     )
@@ -692,6 +751,35 @@ mod tests {
         let labels: std::collections::BTreeSet<_> =
             a.train.iter().map(|i| i.label.clone()).collect();
         assert_eq!(labels.len(), 4);
+    }
+
+    #[test]
+    fn few_shot_keeps_n_per_label_drops_validation_and_depends_on_the_seed() {
+        let items: Vec<Item> = (0..40)
+            .map(|i| Item {
+                text: format!("text {i}"),
+                label: (i % 5 != 4).then(|| format!("l{}", i % 5)),
+            })
+            .collect();
+        let data = IntentData {
+            train: items.clone(),
+            val: Some(items.clone()),
+            test: items,
+        };
+        let a = data.clone().few_shot(3, 0);
+        let again = data.clone().few_shot(3, 0);
+        let other = data.few_shot(3, 1);
+        assert!(a.val.is_none());
+        assert_eq!(a.test.len(), 40);
+        assert_eq!(a.train.len(), 15, "3 per label, out of scope included");
+        let mut per_label = BTreeMap::new();
+        for item in &a.train {
+            *per_label.entry(item.label.clone()).or_insert(0) += 1;
+        }
+        assert!(per_label.values().all(|&n| n == 3), "{per_label:?}");
+        let texts = |d: &IntentData| d.train.iter().map(|i| i.text.clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&a), texts(&again));
+        assert_ne!(texts(&a), texts(&other));
     }
 
     #[test]

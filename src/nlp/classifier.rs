@@ -46,9 +46,19 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Fewest examples an intent (or the out-of-scope set, when given) may have: cross-validation must
-/// be able to hold one out and still train on another.
-pub const MIN_EXAMPLES_PER_CLASS: usize = 2;
+/// Fewest examples an intent may have. An intent with a single example trains; cross-validation
+/// never holds that example out (its intent would vanish from the fold model and its score would
+/// look out of scope), so it has no weight in the choice of the threshold.
+pub const MIN_EXAMPLES_PER_CLASS: usize = 1;
+
+/// Fold of an example that is never held out (the only example of its class).
+const NEVER_HELD_OUT: usize = usize::MAX;
+
+/// The threshold when cross-validation holds nothing out (every intent has one example): the
+/// threshold cross-validation chose for CLINC150 with 5 examples per intent, 0.233 to 0.247 over
+/// three selections (`baton eval intents --per-intent 5 --seed 0|1|2`, evals/RESULTS.md), rounded
+/// down. Lenient on purpose: a file this thin says little about what its customers write.
+pub const FALLBACK_THRESHOLD: f32 = 0.23;
 
 /// Query rows scored per matrix product. Fixed (not derived from the thread count) so that results
 /// do not depend on how many threads run.
@@ -116,7 +126,16 @@ pub struct TrainOptions {
     pub neighbour_weight: f32,
     /// Worker threads for cross-validation folds and batch scoring; results do not depend on it.
     pub threads: usize,
+    /// Weight of the prototype score added to each intent's logit: `weight * PROTOTYPE_SCALE *
+    /// cos(message, mean of the intent's examples)`. With a few examples per intent the
+    /// regression has little to go on and the nearest prototype is the more robust guess; with
+    /// many it changes little. 0 turns it off. See evals/RESULTS.md for how it was chosen.
+    pub prototype_weight: f32,
 }
+
+/// Scale of the prototype cosine in logit units: cosines between a message and the intents'
+/// prototypes differ by tenths, logits by units.
+const PROTOTYPE_SCALE: f32 = 20.0;
 
 impl Default for TrainOptions {
     fn default() -> Self {
@@ -130,6 +149,7 @@ impl Default for TrainOptions {
             neighbours: 5,
             neighbour_weight: 2.0,
             threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            prototype_weight: 0.0,
         }
     }
 }
@@ -157,6 +177,9 @@ impl TrainOptions {
         }
         if self.threads == 0 {
             return invalid("threads must be at least 1");
+        }
+        if !(self.prototype_weight.is_finite() && self.prototype_weight >= 0.0) {
+            return invalid("prototype_weight must be a non-negative number");
         }
         Ok(())
     }
@@ -660,6 +683,12 @@ struct StoredIntentModel {
     neighbours: usize,
     neighbour_weight: f32,
     threads: usize,
+    /// Unit-length mean of each intent's examples, `classes x dim`; empty when
+    /// `prototype_weight` is 0.
+    #[serde(default)]
+    prototypes: Vec<f32>,
+    #[serde(default)]
+    prototype_weight: f32,
 }
 
 impl TryFrom<StoredIntentModel> for IntentModel {
@@ -705,6 +734,16 @@ impl TryFrom<StoredIntentModel> for IntentModel {
         }
         if !(stored.neighbour_weight.is_finite() && stored.neighbour_weight >= 0.0) {
             return corrupt(format!("neighbour weight {}", stored.neighbour_weight));
+        }
+        if !(stored.prototype_weight.is_finite() && stored.prototype_weight >= 0.0)
+            || (stored.prototype_weight > 0.0 && stored.prototypes.len() != classes * stored.dim)
+            || !finite(&stored.prototypes)
+        {
+            return corrupt(format!(
+                "{} prototype values with weight {} for {classes} intents",
+                stored.prototypes.len(),
+                stored.prototype_weight
+            ));
         }
         Ok(Self { stored })
     }
@@ -777,13 +816,25 @@ impl IntentModel {
 
     fn raw_scores(&self, queries: &UnitRows) -> RawScores {
         let stored = &self.stored;
-        let logits = linear_logits(
+        let mut logits = linear_logits(
             &stored.weights,
             &stored.bias,
             stored.dim,
             &queries.data,
             queries.rows,
         );
+        if stored.prototype_weight > 0.0 {
+            let outputs = self.outputs();
+            let scale = stored.prototype_weight * PROTOTYPE_SCALE;
+            for (row, query) in logits
+                .chunks_mut(outputs)
+                .zip(queries.data.chunks(stored.dim))
+            {
+                for (logit, prototype) in row.iter_mut().zip(stored.prototypes.chunks(stored.dim)) {
+                    *logit += scale * dot(query, prototype);
+                }
+            }
+        }
         let similarity = neighbour_similarity(
             queries,
             &stored.reference,
@@ -980,6 +1031,7 @@ fn validated(set: &TrainingSet<'_>) -> Result<(UnitRows, Option<UnitRows>)> {
         .enumerate()
         .find(|(_, &count)| count < MIN_EXAMPLES_PER_CLASS)
     {
+        // An intent with no example at all cannot be learned.
         return Err(ClassifierError::TooFewExamples {
             name: set.class_names[class].clone(),
             count,
@@ -990,13 +1042,6 @@ fn validated(set: &TrainingSet<'_>) -> Result<(UnitRows, Option<UnitRows>)> {
     let out_of_scope = if set.out_of_scope.is_empty() {
         None
     } else {
-        if set.out_of_scope.len() < MIN_EXAMPLES_PER_CLASS {
-            return Err(ClassifierError::TooFewExamples {
-                name: "out of scope".to_string(),
-                count: set.out_of_scope.len(),
-                min: MIN_EXAMPLES_PER_CLASS,
-            });
-        }
         Some(UnitRows::from_vectors(set.out_of_scope, Some(x.dim))?)
     };
     Ok((x, out_of_scope))
@@ -1043,8 +1088,34 @@ fn train_unchecked(
             neighbours: opts.neighbours,
             neighbour_weight: opts.neighbour_weight,
             threads: opts.threads,
+            prototypes: if opts.prototype_weight > 0.0 {
+                prototypes(x, labels, classes)
+            } else {
+                Vec::new()
+            },
+            prototype_weight: opts.prototype_weight,
         },
     }
+}
+
+/// Unit-length mean of each class's rows, `classes x dim` (zeros for a class without rows).
+fn prototypes(x: &UnitRows, labels: &[usize], classes: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; classes * x.dim];
+    for (index, &label) in labels.iter().enumerate() {
+        for (total, value) in sums[label * x.dim..(label + 1) * x.dim]
+            .iter_mut()
+            .zip(x.row(index))
+        {
+            *total += value;
+        }
+    }
+    for prototype in sums.chunks_mut(x.dim) {
+        let norm = prototype.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            prototype.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    sums
 }
 
 /// Trains a model with temperature 1 and threshold 0 (nothing flagged out of scope). Use [`fit`]
@@ -1262,7 +1333,8 @@ pub struct CrossValidation {
 
 /// Stratified fold of each example: every class (and the out-of-scope set) is dealt round-robin
 /// across folds after a seeded shuffle, continuing the deal from class to class so folds stay
-/// balanced even when classes are small.
+/// balanced even when classes are small. The only example of a class is never held out
+/// ([`NEVER_HELD_OUT`]): every fold model trains on it.
 fn assign_folds(labels: &[usize], classes: usize, folds: usize, seed: u64) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xf01d);
     let mut by_class = vec![Vec::new(); classes];
@@ -1272,6 +1344,10 @@ fn assign_folds(labels: &[usize], classes: usize, folds: usize, seed: u64) -> Ve
     let mut fold_of = vec![0; labels.len()];
     let mut dealt = 0;
     for members in &mut by_class {
+        if let [only] = members.as_slice() {
+            fold_of[*only] = NEVER_HELD_OUT;
+            continue;
+        }
         members.shuffle(&mut rng);
         for &index in members.iter() {
             fold_of[index] = dealt % folds;
@@ -1404,11 +1480,18 @@ fn cross_validate_jobs(
             JobOutput::Final(model) => final_model = Some(model),
         }
     }
-    let in_scope: Vec<ScoredExample> = scored
-        .into_iter()
-        .map(|example| example.expect("every example is held out in exactly one fold"))
-        .collect();
-    let temperature = fit_temperature(&logits, classes, set.labels);
+    // Examples never held out (the only one of their intent) have no held-out score.
+    let mut held_out_logits = Vec::with_capacity(logits.len());
+    let mut held_out_labels = Vec::with_capacity(x.rows);
+    let mut in_scope = Vec::with_capacity(x.rows);
+    for (index, example) in scored.into_iter().enumerate() {
+        if let Some(example) = example {
+            held_out_logits.extend_from_slice(&logits[index * classes..(index + 1) * classes]);
+            held_out_labels.push(set.labels[index]);
+            in_scope.push(example);
+        }
+    }
+    let temperature = fit_temperature(&held_out_logits, classes, &held_out_labels);
     Ok((
         CrossValidation {
             held_out: HeldOutScores {
@@ -1506,7 +1589,23 @@ pub fn fit(set: &TrainingSet<'_>, opts: &FitOptions) -> Result<FittedModel> {
             "cross_validation_rejection_scale must be a positive number".to_string(),
         ));
     }
-    let threshold = choose_threshold(&cv.held_out, &opts.cross_validation_rule())?;
+    let threshold = if cv.held_out.in_scope.is_empty() {
+        // Every intent has a single example: nothing could be held out.
+        ThresholdChoice {
+            threshold: FALLBACK_THRESHOLD,
+            at_threshold: CurvePoint {
+                threshold: FALLBACK_THRESHOLD,
+                in_scope_accuracy: 0.0,
+                in_scope_acceptance: 0.0,
+                oos_recall: None,
+                oos_precision: None,
+            },
+            held_out_in_scope: 0,
+            held_out_out_of_scope: cv.held_out.out_of_scope.len(),
+        }
+    } else {
+        choose_threshold(&cv.held_out, &opts.cross_validation_rule())?
+    };
     model.stored.temperature = cv.temperature;
     model.stored.threshold = threshold.threshold;
     let correct = cv
@@ -1518,7 +1617,7 @@ pub fn fit(set: &TrainingSet<'_>, opts: &FitOptions) -> Result<FittedModel> {
     Ok(FittedModel {
         model,
         threshold,
-        cross_validated_accuracy: correct as f32 / cv.held_out.in_scope.len() as f32,
+        cross_validated_accuracy: correct as f32 / cv.held_out.in_scope.len().max(1) as f32,
     })
 }
 
@@ -1849,18 +1948,16 @@ mod tests {
             .unwrap_err(),
             ClassifierError::ZeroVector { index: 7 }
         );
+        // A single out-of-scope example is usable (it is never held out).
         let lone_oos = vec![far_point()];
-        assert!(matches!(
-            train(
-                &TrainingSet {
-                    out_of_scope: &lone_oos,
-                    ..base
-                },
-                &opts
-            )
-            .unwrap_err(),
-            ClassifierError::TooFewExamples { count: 1, .. }
-        ));
+        assert!(train(
+            &TrainingSet {
+                out_of_scope: &lone_oos,
+                ..base
+            },
+            &opts
+        )
+        .is_ok());
         assert!(matches!(
             train(
                 &base,
@@ -2111,5 +2208,58 @@ mod tests {
             (all[0] - (1.0 + 0.0 - 1.0 + 0.6) / 4.0).abs() < 1e-6,
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn single_example_intents_train_and_are_never_held_out() {
+        let (mut embeddings, mut labels) = clusters(3, 12, 0.2, 5);
+        // Intent 3 has one example.
+        let mut lone = vec![0.0; DIM];
+        lone[3] = 1.0;
+        embeddings.push(lone.clone());
+        labels.push(3);
+        let class_names = names(4);
+        let set = TrainingSet {
+            embeddings: &embeddings,
+            labels: &labels,
+            class_names: &class_names,
+            out_of_scope: &[],
+        };
+        let opts = FitOptions {
+            train: quick_options(),
+            ..FitOptions::default()
+        };
+        let fitted = fit(&set, &opts).unwrap();
+        // Held out: the 36 examples of the three full intents, not the lone one.
+        assert_eq!(fitted.threshold.held_out_in_scope, 36);
+        let prediction = fitted.model.predict(&lone).unwrap();
+        assert_eq!(prediction.top().0, 3);
+        let cv = cross_validate(&set, &quick_options(), 5).unwrap();
+        assert!(cv.held_out.in_scope.iter().all(|e| e.gold != 3));
+    }
+
+    #[test]
+    fn all_single_example_intents_fall_back_to_the_default_threshold() {
+        let (embeddings, labels) = clusters(3, 1, 0.1, 8);
+        let class_names = names(3);
+        let set = TrainingSet {
+            embeddings: &embeddings,
+            labels: &labels,
+            class_names: &class_names,
+            out_of_scope: &[],
+        };
+        let fitted = fit(
+            &set,
+            &FitOptions {
+                train: quick_options(),
+                ..FitOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(fitted.threshold.held_out_in_scope, 0);
+        assert_eq!(fitted.model.threshold(), FALLBACK_THRESHOLD);
+        for (embedding, &label) in embeddings.iter().zip(&labels) {
+            assert_eq!(fitted.model.predict(embedding).unwrap().top().0, label);
+        }
     }
 }

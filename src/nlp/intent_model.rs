@@ -15,7 +15,7 @@ use crate::nlp::encoder::{Embedding, EncoderError, EncoderPool};
 use crate::nlp::intents::{IntentSpec, IntentsError, IntentsFile};
 
 /// Bump when the cached format or the training recipe changes meaning.
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntentModelError {
@@ -95,6 +95,10 @@ impl IntentRecognizer {
         options: &FitOptions,
     ) -> Result<Self, IntentModelError> {
         let (file, bytes) = IntentsFile::read(intents_path)?;
+        let origin = intents_path.display().to_string();
+        for warning in &file.warnings {
+            tracing::warn!("{}", warning.display(&origin));
+        }
         let key = cache_key(&bytes, encoder_digest, options);
         let cache_path = cache_dir.join(format!("intents-{}.json", &key[..16]));
         if let Some(cached) = read_cache(&cache_path, &key) {

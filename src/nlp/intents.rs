@@ -1,14 +1,18 @@
-//! The business's intents (`knowledge/intents.yaml`): parsing and validation. A bad file is
-//! rejected with a message that names the file, the line and the problem, before anything is
-//! trained on it.
+//! The business's intents (`knowledge/intents.yaml`): parsing and validation. A file that cannot
+//! be used (not YAML, an unknown field, a name defined twice, an intent with nothing to learn
+//! from) is rejected with a message that names the file, the line and the problem. A file that
+//! can be used but is weak (an intent with few examples, an example listed twice or under two
+//! intents) trains, and each weakness is reported as an [`IntentsWarning`] with its line: small
+//! teams write 2-15 examples per intent, and one thin intent must not stop the whole bot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Fewest examples an intent may have: fewer cannot be held out for validation.
-pub const MIN_EXAMPLES: usize = 5;
+/// Fewer examples than this make an intent "thin": it trains, with a warning, and its examples
+/// weigh less in the choice of the out-of-scope threshold (see `classifier::fit`).
+pub const RECOMMENDED_EXAMPLES: usize = 5;
 
 /// Whether a human must, may or must not take over conversations with this intent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +71,44 @@ pub struct IntentsFile {
     /// out-of-scope threshold.
     #[serde(default)]
     pub out_of_scope: Vec<String>,
+    /// What [`IntentsFile::parse`] found weak but usable, and what it did about it. Not part of
+    /// the file format.
+    #[serde(skip)]
+    pub warnings: Vec<IntentsWarning>,
+}
+
+/// Something usable but weak in an intents file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentsWarning {
+    /// 1-based line in the file, when it can be found.
+    pub line: Option<usize>,
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// Fewer than [`RECOMMENDED_EXAMPLES`] examples.
+    ThinIntent,
+    /// No examples: the description is the only example.
+    DescriptionOnly,
+    /// The same example twice under one intent (kept once).
+    DuplicateExample,
+    /// The same example under two intents (kept under the first only).
+    ConflictingExample,
+    /// An out-of-scope example that is also an intent's example (dropped from out of scope).
+    OutOfScopeConflict,
+}
+
+impl IntentsWarning {
+    /// `origin line N: message`, as printed by the CLI and logged by the server.
+    pub fn display(&self, origin: &str) -> String {
+        match self.line {
+            Some(line) => format!("{origin} line {line}: {}", self.message),
+            None => format!("{origin}: {}", self.message),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +148,10 @@ impl IntentsFile {
             std::str::from_utf8(bytes).map_err(|e| invalid(None, format!("not UTF-8 ({e})")))?;
         let file: IntentsFile = serde_yaml::from_str(text)
             .map_err(|e| invalid(e.location().map(|l| l.line()), e.to_string()))?;
-        let line_of = |name: &str| find_line(text, name);
+        // An intent's line is its `name:` line, when it can be found.
+        let line_of = |name: &str| {
+            find_line(text, &format!("name: {name}")).or_else(|| find_line(text, name))
+        };
 
         if file.intents.len() < 2 {
             return Err(invalid(
@@ -114,11 +159,14 @@ impl IntentsFile {
                 "at least 2 intents are needed to train a classifier".into(),
             ));
         }
+        let mut file = file;
+        let mut warnings = Vec::new();
         let mut names = HashSet::new();
-        let mut examples_seen: std::collections::HashMap<String, &str> =
-            std::collections::HashMap::new();
-        for intent in &file.intents {
-            let name = intent.name.trim();
+        // Normalised example -> the intent that keeps it.
+        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut lines = ExampleLines::new(text);
+        for intent in &mut file.intents {
+            let name = intent.name.trim().to_string();
             if name.is_empty()
                 || !name
                     .chars()
@@ -132,52 +180,109 @@ impl IntentsFile {
                     ),
                 ));
             }
-            if !names.insert(name.to_string()) {
+            if !names.insert(name.clone()) {
                 return Err(invalid(
-                    line_of(name),
+                    line_of(&name),
                     format!("intent {name:?} is defined twice"),
                 ));
             }
-            let examples: Vec<&String> = intent
-                .examples
-                .iter()
-                .filter(|e| !e.trim().is_empty())
-                .collect();
-            if examples.len() < MIN_EXAMPLES {
-                return Err(invalid(
-                    line_of(name),
-                    format!(
-                        "intent {name:?} has {} examples; at least {MIN_EXAMPLES} are needed",
-                        examples.len()
-                    ),
-                ));
-            }
-            for example in examples {
-                let key = example.trim().to_lowercase();
-                if let Some(other) = examples_seen.insert(key, name) {
-                    if other != name {
-                        return Err(invalid(
-                            find_line(text, example.trim()),
-                            format!(
-                                "example {example:?} is listed under both {other:?} and {name:?}"
-                            ),
-                        ));
-                    }
-                }
-            }
             if intent.skill.trim().is_empty() {
                 return Err(invalid(
-                    line_of(name),
+                    line_of(&name),
                     format!("intent {name:?} has an empty skill"),
                 ));
             }
             if intent.reply.as_deref().is_some_and(|r| r.trim().is_empty()) {
                 return Err(invalid(
-                    line_of(name),
+                    line_of(&name),
                     format!("intent {name:?} has an empty reply"),
                 ));
             }
+            let mut kept = Vec::with_capacity(intent.examples.len());
+            for example in std::mem::take(&mut intent.examples) {
+                let trimmed = example.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                let line = lines.next_line_of(trimmed);
+                match owner.get(&normalise_example(trimmed)) {
+                    Some(first) if *first == name => warnings.push(IntentsWarning {
+                        line,
+                        kind: WarningKind::DuplicateExample,
+                        message: format!(
+                            "example {trimmed:?} is listed twice under {name:?}; it counts once"
+                        ),
+                    }),
+                    Some(first) => warnings.push(IntentsWarning {
+                        line,
+                        kind: WarningKind::ConflictingExample,
+                        message: format!(
+                            "example {trimmed:?} is listed under both {first:?} and {name:?}; \
+                             it trains {first:?} only (move or reword it)"
+                        ),
+                    }),
+                    None => {
+                        owner.insert(normalise_example(trimmed), name.clone());
+                        kept.push(trimmed.to_string());
+                    }
+                }
+            }
+            intent.examples = kept;
+            let description = intent
+                .description
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty());
+            match (intent.examples.len(), description) {
+                (0, None) => {
+                    return Err(invalid(
+                        line_of(&name),
+                        format!(
+                            "intent {name:?} has no examples and no description: give it at least one example message"
+                        ),
+                    ))
+                }
+                (0, Some(description)) => {
+                    warnings.push(IntentsWarning {
+                        line: line_of(&name),
+                        kind: WarningKind::DescriptionOnly,
+                        message: format!(
+                            "intent {name:?} has no examples; its description is its only example (add real customer messages)"
+                        ),
+                    });
+                    intent.examples.push(description.to_string());
+                }
+                (count, _) if count < RECOMMENDED_EXAMPLES => warnings.push(IntentsWarning {
+                    line: line_of(&name),
+                    kind: WarningKind::ThinIntent,
+                    message: format!(
+                        "intent {name:?} has {count} example{}; {RECOMMENDED_EXAMPLES} or more make it reliable",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                }),
+                _ => {}
+            }
         }
+        let mut out_of_scope = Vec::with_capacity(file.out_of_scope.len());
+        for example in std::mem::take(&mut file.out_of_scope) {
+            let trimmed = example.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            if let Some(intent) = owner.get(&normalise_example(trimmed)) {
+                warnings.push(IntentsWarning {
+                    line: lines.next_line_of(trimmed),
+                    kind: WarningKind::OutOfScopeConflict,
+                    message: format!(
+                        "out-of-scope example {trimmed:?} is also an example of {intent:?}; it is not used as out of scope"
+                    ),
+                });
+                continue;
+            }
+            out_of_scope.push(trimmed.to_string());
+        }
+        file.out_of_scope = out_of_scope;
+        file.warnings = warnings;
         Ok(file)
     }
 
@@ -191,6 +296,49 @@ fn find_line(text: &str, needle: &str) -> Option<usize> {
     text.lines()
         .position(|line| line.contains(needle))
         .map(|i| i + 1)
+}
+
+/// How examples are compared for duplicates: case and inner whitespace do not count.
+fn normalise_example(example: &str) -> String {
+    example
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Finds the line of each example in file order, so the second copy of a duplicated example is
+/// reported at its own line rather than at the first one's (also inside a flow list such as
+/// `[a, b, a]`, where one line holds many examples).
+struct ExampleLines<'a> {
+    lines: Vec<&'a str>,
+    /// (line index, example) -> copies of the example on that line already attributed.
+    used: HashMap<(usize, String), usize>,
+}
+
+impl<'a> ExampleLines<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            lines: text.lines().collect(),
+            used: HashMap::new(),
+        }
+    }
+
+    /// The first line (1-based) with a copy of `example` not yet attributed.
+    fn next_line_of(&mut self, example: &str) -> Option<usize> {
+        for (index, line) in self.lines.iter().enumerate() {
+            let copies = line.matches(example).count();
+            if copies == 0 {
+                continue;
+            }
+            let used = self.used.entry((index, example.to_string())).or_insert(0);
+            if *used < copies {
+                *used += 1;
+                return Some(index + 1);
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -221,21 +369,93 @@ out_of_scope: [what's the weather]
         assert_eq!(human.skill, "general");
         assert_eq!(human.handoff, HandoffMode::Always);
         assert_eq!(file.out_of_scope.len(), 1);
+        assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    }
+
+    #[test]
+    fn a_thin_intent_trains_with_a_warning_naming_it_and_its_line() {
+        let one = GOOD.replace(
+            "[refund please, money back, return my money, I want a refund, get my cash back]",
+            "[refund please]",
+        );
+        let file = IntentsFile::parse(one.as_bytes(), "k/intents.yaml").unwrap();
+        assert_eq!(file.get("refund").unwrap().examples, ["refund please"]);
+        assert_eq!(file.warnings.len(), 1, "{:?}", file.warnings);
+        let warning = &file.warnings[0];
+        assert_eq!(warning.kind, WarningKind::ThinIntent);
+        assert_eq!(warning.line, Some(3));
+        let shown = warning.display("k/intents.yaml");
+        assert!(
+            shown.starts_with("k/intents.yaml line 3:")
+                && shown.contains("\"refund\" has 1 example;"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn an_intent_with_only_a_description_learns_from_it() {
+        let text = "intents:\n  - name: a\n    description: wants a refund\n    examples: []\n  - name: b\n    examples: [hello]\n";
+        let file = IntentsFile::parse(text.as_bytes(), "intents.yaml").unwrap();
+        assert_eq!(file.get("a").unwrap().examples, ["wants a refund"]);
+        let kinds: Vec<WarningKind> = file.warnings.iter().map(|w| w.kind).collect();
+        assert_eq!(
+            kinds,
+            [WarningKind::DescriptionOnly, WarningKind::ThinIntent]
+        );
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_are_reported_at_their_own_line_and_resolved() {
+        let text = "\
+intents:
+  - name: refund
+    examples:
+      - money back
+      - refund please
+      - Money  back
+  - name: human_agent
+    examples:
+      - real person
+      - refund please
+out_of_scope:
+  - real person
+  - the weather
+";
+        let file = IntentsFile::parse(text.as_bytes(), "intents.yaml").unwrap();
+        assert_eq!(
+            file.get("refund").unwrap().examples,
+            ["money back", "refund please"]
+        );
+        assert_eq!(file.get("human_agent").unwrap().examples, ["real person"]);
+        assert_eq!(file.out_of_scope, ["the weather"]);
+        let found: Vec<(WarningKind, Option<usize>)> =
+            file.warnings.iter().map(|w| (w.kind, w.line)).collect();
+        assert!(
+            found.contains(&(WarningKind::DuplicateExample, Some(6))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(WarningKind::ConflictingExample, Some(10))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(WarningKind::OutOfScopeConflict, Some(12))),
+            "{found:?}"
+        );
+        let conflict = file
+            .warnings
+            .iter()
+            .find(|w| w.kind == WarningKind::ConflictingExample)
+            .unwrap();
+        assert!(
+            conflict.message.contains("\"refund\"") && conflict.message.contains("\"human_agent\""),
+            "{}",
+            conflict.message
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_problem() {
-        let too_few = GOOD
-            .replace(", get my cash back", "")
-            .replace(", I want a refund", "");
-        let err = IntentsFile::parse(too_few.as_bytes(), "k/intents.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("k/intents.yaml line 3") && err.contains("at least 5"),
-            "{err}"
-        );
-
         let duplicate = GOOD.replace("name: human_agent", "name: refund");
         let err = IntentsFile::parse(duplicate.as_bytes(), "intents.yaml")
             .unwrap_err()
@@ -254,11 +474,17 @@ out_of_scope: [what's the weather]
             .to_string();
         assert!(err.contains("asap"), "{err}");
 
-        let shared = GOOD.replace("operator", "money back");
-        let err = IntentsFile::parse(shared.as_bytes(), "intents.yaml")
+        let nothing = GOOD.replace(
+            "examples: [refund please, money back, return my money, I want a refund, get my cash back]",
+            "examples: []",
+        );
+        let err = IntentsFile::parse(nothing.as_bytes(), "k/intents.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("both"), "{err}");
+        assert!(
+            err.contains("k/intents.yaml line 3") && err.contains("no examples"),
+            "{err}"
+        );
 
         let err = IntentsFile::parse(b"intents: [", "intents.yaml")
             .unwrap_err()

@@ -5,3 +5,4 @@ pub mod encoder;
 pub mod frustration;
 pub mod intent_model;
 pub mod intents;
+pub mod intents_check;
