@@ -279,7 +279,11 @@ impl IntentRecognizer {
 }
 
 /// Per class, the normalised mean of its examples' embeddings.
-fn class_centroids(embeddings: &[Embedding], labels: &[usize], classes: usize) -> Vec<Embedding> {
+pub(crate) fn class_centroids(
+    embeddings: &[Embedding],
+    labels: &[usize],
+    classes: usize,
+) -> Vec<Embedding> {
     let dimension = embeddings.first().map(Vec::len).unwrap_or(0);
     let mut sums = vec![vec![0f32; dimension]; classes];
     for (embedding, &label) in embeddings.iter().zip(labels) {

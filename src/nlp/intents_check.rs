@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::nlp::classifier::CrossValidation;
 use crate::nlp::encoder::{self, normalise};
+use crate::nlp::intent_model::class_centroids;
 use crate::nlp::intents::{IntentsFile, IntentsWarning, RECOMMENDED_EXAMPLES};
 
 /// Centroid cosine at or above which two intents are reported as too close. On the demo file the
@@ -104,16 +105,12 @@ pub fn check(
 ) -> IntentsCheck {
     let classes = file.intents.len();
     let embeddings: Vec<Vec<f32>> = embeddings.iter().cloned().map(unit).collect();
-    let dim = embeddings.first().map_or(0, Vec::len);
-    let mut centroids = vec![vec![0.0f32; dim]; classes];
+    // The same centroids the recogniser keeps for steering retrieval.
+    let centroids = class_centroids(&embeddings, labels, classes);
     let mut counts = vec![0usize; classes];
-    for (embedding, &label) in embeddings.iter().zip(labels) {
+    for &label in labels {
         counts[label] += 1;
-        for (total, value) in centroids[label].iter_mut().zip(embedding) {
-            *total += value;
-        }
     }
-    let centroids: Vec<Vec<f32>> = centroids.into_iter().map(unit).collect();
 
     // Cross-validation: per intent, held-out examples, correct ones, and where the rest went.
     let mut held_out = vec![0usize; classes];
