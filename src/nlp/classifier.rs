@@ -648,6 +648,19 @@ fn argmax(values: &[f32]) -> usize {
     best
 }
 
+/// See [`IntentModel::linear_export`]. `weights` is `dim x outputs`, row-major, where `outputs` is
+/// the number of intents plus one when `has_out_of_scope_output`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinearExport {
+    pub class_names: Vec<String>,
+    pub dim: usize,
+    pub has_out_of_scope_output: bool,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub temperature: f32,
+    pub threshold: f32,
+}
+
 /// A trained intent classifier. Serialises with serde (validated again on load) so it can be
 /// cached next to the intents file it came from.
 #[derive(Debug, Clone, Deserialize)]
@@ -801,6 +814,20 @@ impl IntentModel {
     }
 
     /// Temperature applied to the logits for the ranked probabilities.
+    /// The linear part of the model (logistic regression weights, temperature and threshold),
+    /// for the reference service of `baton bench --baseline`, which scores with it alone.
+    pub fn linear_export(&self) -> LinearExport {
+        LinearExport {
+            class_names: self.stored.class_names.clone(),
+            dim: self.stored.dim,
+            has_out_of_scope_output: self.stored.has_out_of_scope_output,
+            weights: self.stored.weights.clone(),
+            bias: self.stored.bias.clone(),
+            temperature: self.stored.temperature,
+            threshold: self.stored.threshold,
+        }
+    }
+
     pub fn temperature(&self) -> f32 {
         self.stored.temperature
     }

@@ -3,7 +3,13 @@
 //! - `POST /v1/conversations/{id}/messages` end to end over loopback HTTP against a real server
 //!   started in this process (real store, index, intents), one client, one request at a time.
 //!
+//! - with `--baseline`, Baton against the reference Python service side by side (see
+//!   [`baseline`]).
+//!
 //! Timings are printed, never asserted: shared machines are noisy.
+
+mod baseline;
+mod page;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +21,7 @@ use crate::app::{AppState, StartupError};
 use crate::config::Settings;
 
 /// Messages like the ones customers send: short and long, typos, questions and requests.
-const SAMPLE_MESSAGES: &[&str] = &[
+pub(crate) const SAMPLE_MESSAGES: &[&str] = &[
     "how do i get a refund",
     "My thermostat is offline again, the light is blinking orange",
     "where is my order??",
@@ -45,6 +51,25 @@ pub struct BenchArgs {
     /// Write the figures as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Compare with the reference Python service (evals/baseline/): one-client latency,
+    /// throughput at `--concurrency` clients and resident memory for both, runs alternated.
+    #[arg(long)]
+    pub baseline: bool,
+    /// With --baseline: measurement runs per service.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// With --baseline: concurrent clients for the throughput figure.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// With --baseline: messages sent by the concurrent clients together, per run.
+    #[arg(long, default_value_t = 1600)]
+    pub concurrent_messages: usize,
+    /// With --baseline: the reference service's folder (service.py, setup.sh, requirements.txt).
+    #[arg(long, default_value = "evals/baseline")]
+    pub baseline_dir: PathBuf,
+    /// With --baseline: an HTML page with the figures.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +77,7 @@ pub struct LatencySummary {
     pub samples: usize,
     pub p50_ms: f64,
     pub p90_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub mean_ms: f64,
     pub max_ms: f64,
@@ -71,6 +97,7 @@ impl LatencySummary {
             samples: samples.len(),
             p50_ms: pick(0.50),
             p90_ms: pick(0.90),
+            p95_ms: pick(0.95),
             p99_ms: pick(0.99),
             mean_ms: if samples.is_empty() {
                 0.0
@@ -81,7 +108,7 @@ impl LatencySummary {
         }
     }
 
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  mean {:.2} ms  max {:.2} ms  (n={})",
             self.p50_ms, self.p90_ms, self.p99_ms, self.mean_ms, self.max_ms, self.samples
@@ -106,9 +133,41 @@ pub enum BenchError {
     Http(String),
     #[error("cannot write {0}: {1}")]
     Write(String, String),
+    #[error("baseline comparison: {0}")]
+    Baseline(String),
+}
+
+pub(crate) fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// The encoder alone (tokenise + model + pooling), one message at a time, after a warm-up.
+pub(crate) async fn measure_encoder(
+    state: &AppState,
+    warmup: usize,
+    messages: usize,
+) -> Result<LatencySummary, BenchError> {
+    let encoder = state.engine.encoder().clone();
+    for text in SAMPLE_MESSAGES.iter().cycle().take(warmup) {
+        encoder.embed(text).await.map_err(StartupError::from)?;
+    }
+    let mut encoder_ms = Vec::with_capacity(messages);
+    for text in SAMPLE_MESSAGES.iter().cycle().take(messages) {
+        let started = Instant::now();
+        encoder.embed(text).await.map_err(StartupError::from)?;
+        encoder_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(LatencySummary::from_millis(encoder_ms))
 }
 
 pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> {
+    if args.baseline {
+        return baseline::run(settings, args).await;
+    }
     // A scratch data directory: the benchmark must not need (or disturb) a running server's.
     let scratch = tempfile::tempdir()
         .map_err(|e| BenchError::Write("temporary directory".into(), e.to_string()))?;
@@ -118,17 +177,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
     settings.server.bind = "127.0.0.1:0".into();
     let state = AppState::build(settings).await?;
 
-    let encoder = state.engine.encoder().clone();
-    for text in SAMPLE_MESSAGES.iter().cycle().take(args.warmup) {
-        encoder.embed(text).await.map_err(StartupError::from)?;
-    }
-    let mut encoder_ms = Vec::with_capacity(args.messages);
-    for text in SAMPLE_MESSAGES.iter().cycle().take(args.messages) {
-        let started = Instant::now();
-        encoder.embed(text).await.map_err(StartupError::from)?;
-        encoder_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    let encoder = LatencySummary::from_millis(encoder_ms);
+    let encoder = measure_encoder(&state, args.warmup, args.messages).await?;
     println!("encoder alone        {}", encoder.line());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -194,11 +243,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
         encoder,
         post_message,
         understanding,
-        build_profile: if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        build_profile: build_profile(),
     };
     if cfg!(debug_assertions) {
         println!("note: this is a debug build; use a release build (cargo run --release) for baseline figures");
