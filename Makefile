@@ -4,7 +4,7 @@ CARGO ?= cargo
 EVAL_DATA ?= ../shared/data
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: run test models build lint eval bench clean-data e2e-deps
+.PHONY: run test models build lint eval bench bench-baseline clean-data e2e-deps
 
 ## Install the pinned model files (idempotent; a second run downloads nothing).
 models:
@@ -50,6 +50,11 @@ eval: build
 ## Latency baselines (release build): encoder alone and POST .../messages.
 bench: build
 	$(CARGO) run --release -- bench --json evals/reports/bench.json
+
+## Baton against the reference Python service on the same models (evals/baseline/; installs its
+## pinned packages first). A benchmark, not a test.
+bench-baseline: build
+	$(CARGO) run --release -- bench --baseline --json evals/reports/baseline.json --html evals/reports/baseline.html
 
 clean-data:
 	rm -rf data
