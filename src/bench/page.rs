@@ -10,6 +10,9 @@ use crate::eval::report::escape;
 const BATON_COLOUR: &str = "#2563eb";
 const PYTHON_COLOUR: &str = "#f59e0b";
 
+/// Reads one figure out of a run.
+type Pick = fn(&RunFigures) -> f64;
+
 pub fn baseline_page(report: &BaselineReport) -> String {
     let mut html = String::new();
     let ratios = &report.ratios;
@@ -64,12 +67,12 @@ pub fn baseline_page(report: &BaselineReport) -> String {
     html.push_str("</div>");
 
     html.push_str("<h2>Medians over runs</h2>");
-    let median_of = |runs: &[RunFigures], pick: fn(&RunFigures) -> f64| {
+    let median_of = |runs: &[RunFigures], pick: Pick| {
         let mut values: Vec<f64> = runs.iter().map(pick).collect();
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied().unwrap_or(0.0)
     };
-    let rows: [(&str, fn(&RunFigures) -> f64, &str); 5] = [
+    let rows: [(&str, Pick, &str); 5] = [
         ("one-client p50", |r| r.one_client.p50_ms, "ms"),
         ("one-client p99", |r| r.one_client.p99_ms, "ms"),
         ("throughput", |r| r.throughput_msg_per_s, "msg/s"),
