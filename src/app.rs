@@ -14,6 +14,7 @@ use crate::handoff::clock::{Clock, SystemClock};
 use crate::handoff::hours::BusinessHours;
 use crate::handoff::hub::Hub;
 use crate::handoff::HandoffService;
+use crate::http::limits::Limits;
 use crate::index::edge::EdgeIndex;
 use crate::index::{IndexError, VectorIndex};
 use crate::knowledge::ingest::{IngestError, KnowledgeBase, SyncReport};
@@ -23,6 +24,7 @@ use crate::nlp::classifier::FitOptions;
 use crate::nlp::encoder::{EncoderError, EncoderPool, EMBEDDING_DIM};
 use crate::nlp::intent_model::{self, IntentModelError, IntentRecognizer};
 use crate::policy::Policy;
+use crate::privacy::Masker;
 use crate::store::{HandoffStore, SqlStore, Store, StoreError};
 use crate::templates::{TemplateError, Templates};
 
@@ -188,6 +190,8 @@ pub struct AppState {
     pub handoff: Arc<HandoffService>,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+    /// Request, message and connection limits, shared by every route and socket.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -244,7 +248,9 @@ impl AppState {
             answerer,
             templates.clone(),
             metrics.clone(),
-        );
+        )
+        .with_human_owned_reading(settings.handoff.human_owned_reading)
+        .with_masker(Masker::new(settings.privacy));
         let hours = settings
             .handoff
             .business_hours
@@ -252,22 +258,26 @@ impl AppState {
             .map(BusinessHours::from_config)
             .transpose()
             .map_err(|e| StartupError::Handoff(format!("business hours: {e}")))?;
-        let handoff = Arc::new(HandoffService::new(
-            components.store.clone(),
-            components.handoffs.clone(),
-            Arc::new(Hub::new(settings.handoff.connection_queue)),
-            clock,
-            settings.handoff.clone(),
-            hours,
-            templates,
-            metrics.clone(),
-        ));
+        let handoff = Arc::new(
+            HandoffService::new(
+                components.store.clone(),
+                components.handoffs.clone(),
+                Arc::new(Hub::new(settings.handoff.connection_queue)),
+                clock,
+                settings.handoff.clone(),
+                hours,
+                templates,
+                metrics.clone(),
+            )
+            .with_masker(Masker::new(settings.privacy)),
+        );
         engine.set_listener(handoff.clone());
         Ok(Self {
             components: Arc::new(components),
             engine: Arc::new(engine),
             handoff,
             metrics,
+            limits: Arc::new(Limits::new(settings.limits.clone())),
             settings,
         })
     }

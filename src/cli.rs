@@ -83,6 +83,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Load a running server with customers and agents over WebSockets.
     Loadtest(crate::loadtest::LoadArgs),
+    /// Kill -9 a server (started by this command) under load, restart it, and count lost and
+    /// duplicated messages.
+    Crashtest(crate::loadtest::crash::CrashArgs),
     /// Check that the model files are installed and intact.
     Models,
 }
@@ -196,6 +199,12 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Loadtest(args) => crate::loadtest::run(args)
             .await
             .map_err(|e| CliError::Other(e.to_string())),
+        Command::Crashtest(args) => {
+            crate::loadtest::crash::run(args, crate::loadtest::crash::passthrough_args(&cli.global))
+                .await
+                .map(|_| ())
+                .map_err(|e| CliError::Other(e.to_string()))
+        }
         Command::Bench(args) => crate::bench::run(settings, args)
             .await
             .map_err(|e| CliError::Other(e.to_string())),
@@ -401,14 +410,15 @@ async fn agents(settings: Settings, command: AgentsCommand) -> Result<(), CliErr
             password_stdin,
         } => {
             let (password, generated) = read_password(password_stdin)?;
-            let agent = crate::http::agents::new_agent(
+            let agent = crate::handoff::accounts::new_agent(
                 &name,
                 display_name.as_deref(),
                 Some(&password),
                 &[skills],
                 capacity.unwrap_or(settings.handoff.default_capacity),
             )
-            .map_err(CliError::Other)?;
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
             let created = store.create_agent(&agent).await.map_err(other)?;
             println!(
                 "agent {} ({}) created: skills {}, capacity {}",
@@ -452,7 +462,8 @@ async fn agents(settings: Settings, command: AgentsCommand) -> Result<(), CliErr
                     CliError::Other(format!("no agent named {name:?} (see baton agents ls)"))
                 })?;
             let (password, generated) = read_password(password_stdin)?;
-            let hash = crate::handoff::accounts::hash_password(&password)
+            let hash = crate::handoff::accounts::hash_password_off_runtime(password.clone())
+                .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
             store
                 .update_agent(

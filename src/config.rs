@@ -25,6 +25,10 @@ pub struct Settings {
     pub retrieval: RetrievalSettings,
     pub policy: PolicySettings,
     pub handoff: HandoffSettings,
+    /// What is masked in free text before it is stored, logged or sent anywhere.
+    pub privacy: crate::privacy::PrivacySettings,
+    /// Requests per address, messages per conversation, open WebSockets.
+    pub limits: crate::http::limits::LimitSettings,
     pub log: LogSettings,
 }
 
@@ -214,6 +218,24 @@ pub struct HandoffSettings {
     pub business_hours: Option<crate::handoff::hours::BusinessHoursConfig>,
     /// Outgoing webhooks for handoff, assignment and resolution events.
     pub webhooks: Vec<WebhookTarget>,
+    /// What the bot reads of a customer message while a person owns the conversation.
+    pub human_owned_reading: HumanOwnedReading,
+}
+
+/// What the bot reads of a customer message while a person owns the conversation (queued,
+/// offered or assigned): the bot says nothing then, so the full pipeline would only feed the
+/// agent panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HumanOwnedReading {
+    /// Sentiment and frustration, which the panel's sentiment and mood line show; the intent
+    /// and suggested articles stay those of the bot's last full reading. One small sentiment
+    /// pass instead of the encoder, the classifier and retrieval.
+    #[default]
+    Panel,
+    /// Everything, as in a bot-owned conversation: intent and suggested articles follow each
+    /// new message.
+    Full,
 }
 
 impl Default for HandoffSettings {
@@ -231,6 +253,7 @@ impl Default for HandoffSettings {
             ping_interval_secs: 20,
             business_hours: None,
             webhooks: Vec::new(),
+            human_owned_reading: HumanOwnedReading::default(),
         }
     }
 }

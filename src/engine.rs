@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::{AnswerError, AnswerRequest, AnswerWriter};
 use crate::assets::{constant_time_eq, sha256_hex};
-use crate::config::IntentSettings;
+use crate::config::{HumanOwnedReading, IntentSettings};
 use crate::handoff::TurnListener;
 use crate::index::IndexError;
 use crate::knowledge::keywords::KeywordEncoder;
@@ -28,6 +28,7 @@ use crate::policy::{
     ClarifyKind, ConversationView, Decision, DecisionKind, HandoffRoute, IntentView, Policy,
     PolicyInput, Reason,
 };
+use crate::privacy::Masker;
 use crate::store::{
     ConversationRecord, ConversationState, CustomerInsert, MessageRecord, NewMessage, QueueRequest,
     Role, Store, StoreError, TurnCompletion,
@@ -103,7 +104,28 @@ pub struct Understanding {
     /// message together. Sentiment and frustration still read the message alone.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rewritten_query: Option<String>,
+    /// How much of the pipeline read the message.
+    #[serde(skip_serializing_if = "Reading::is_full", default)]
+    pub reading: Reading,
     pub timings: Timings,
+}
+
+/// How much of the pipeline read a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// Encoder, intent, retrieval, sentiment and frustration.
+    #[default]
+    Full,
+    /// Sentiment and frustration only, for a conversation a person owns
+    /// ([`HumanOwnedReading::Panel`]): no intent, no knowledge.
+    AgentPanel,
+}
+
+impl Reading {
+    fn is_full(&self) -> bool {
+        *self == Reading::Full
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +260,8 @@ pub struct Engine {
     keywords: KeywordEncoder,
     /// The human side, told about every finished turn (new messages, handoffs).
     listener: RwLock<Option<Arc<dyn TurnListener>>>,
+    human_owned_reading: HumanOwnedReading,
+    masker: Masker,
 }
 
 /// Characters of the handoff message shown in the queue.
@@ -273,7 +297,30 @@ impl Engine {
             frustration: FrustrationModel::default(),
             keywords: KeywordEncoder::default(),
             listener: RwLock::new(None),
+            human_owned_reading: HumanOwnedReading::default(),
+            masker: Masker::default(),
         }
+    }
+
+    /// What is masked in customer messages before anything else sees them (default: every
+    /// kind).
+    pub fn with_masker(mut self, masker: Masker) -> Self {
+        self.masker = masker;
+        self
+    }
+
+    /// The text with personal and payment data masked, counted in the metrics.
+    fn masked(&self, text: &str) -> String {
+        let masked = self.masker.mask(text);
+        self.metrics.count_masked(&masked.found);
+        masked.text
+    }
+
+    /// What to read of messages in conversations a person owns (default: the agent panel's
+    /// needs only).
+    pub fn with_human_owned_reading(mut self, reading: HumanOwnedReading) -> Self {
+        self.human_owned_reading = reading;
+        self
     }
 
     /// Who to tell after each turn (the handoff service).
@@ -342,6 +389,11 @@ impl Engine {
     /// Understand a message without any conversation: one encoder pass, then intent
     /// classification and retrieval side by side.
     pub async fn understand(&self, text: &str) -> Result<UnderstandingDetail, EngineError> {
+        let text = &self.masker.mask_text(text);
+        self.understand_masked(text).await
+    }
+
+    async fn understand_masked(&self, text: &str) -> Result<UnderstandingDetail, EngineError> {
         let started = Instant::now();
         let analysis = self.encoder.analyze(text).await?;
         let embedding = analysis.embedding;
@@ -402,6 +454,7 @@ impl Engine {
                 &[],
             )),
             rewritten_query: None,
+            reading: Reading::Full,
             timings: Timings {
                 encoder_ms,
                 intent_ms,
@@ -414,6 +467,56 @@ impl Engine {
             hits,
             embedding,
         })
+    }
+
+    /// What the agent panel needs of a message in a conversation a person owns: its sentiment
+    /// (one pass of the small sentiment model, when installed). Frustration is added by the
+    /// caller, which has the history.
+    async fn read_for_agent_panel(&self, text: &str) -> Result<Understanding, EngineError> {
+        let started = Instant::now();
+        let sentiment = if self.encoder.has_sentiment() {
+            self.encoder.sentiment(text).await?
+        } else {
+            None
+        };
+        let total_ms = ms(started);
+        self.metrics.observe_stage("agent_panel", total_ms / 1000.0);
+        Ok(Understanding {
+            intent: None,
+            alternatives: Vec::new(),
+            out_of_scope: false,
+            in_scope_score: 0.0,
+            knowledge: Vec::new(),
+            knowledge_steered: false,
+            sentiment: sentiment.map(|scores| SentimentView {
+                label: scores.label().to_string(),
+                scores,
+            }),
+            frustration: None,
+            rewritten_query: None,
+            reading: Reading::AgentPanel,
+            timings: Timings {
+                encoder_ms: total_ms,
+                total_ms,
+                ..Timings::default()
+            },
+        })
+    }
+
+    /// The conversation's frustration with this message: the message, its sentiment and the
+    /// turns before it.
+    fn assess_frustration(
+        &self,
+        text: &str,
+        understanding: &Understanding,
+        history: &[MessageRecord],
+    ) -> Frustration {
+        self.frustration.assess(
+            &self.keywords,
+            text,
+            understanding.sentiment.as_ref().map(|s| &s.scores),
+            &frustration_history(history),
+        )
     }
 
     /// When the intent is clear (in scope, sure, answered from knowledge) but the message's own
@@ -494,7 +597,7 @@ impl Engine {
             return Ok(());
         }
         let merged = format!("{context} {text}");
-        let mut merged_detail = self.understand(&merged).await?;
+        let mut merged_detail = self.understand_masked(&merged).await?;
         let own = &detail.understanding;
         merged_detail.understanding.sentiment = own.sentiment.clone();
         merged_detail.understanding.frustration = own.frustration.clone();
@@ -513,10 +616,12 @@ impl Engine {
         text: &str,
         client_message_id: Option<&str>,
     ) -> Result<TurnResult, EngineError> {
+        // Masked before it is stored, logged or read: nothing downstream sees the raw text.
+        let text = self.masked(text);
         let lock = self.turn_locks.lock_for(conversation_id);
         let result = {
             let _turn = lock.lock().await;
-            self.run_turn(conversation_id, text, client_message_id)
+            self.run_turn(conversation_id, &text, client_message_id)
                 .await
         };
         drop(lock);
@@ -567,21 +672,17 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::ConversationNotFound(conversation_id.to_string()))?;
         let history = self.recent_history(conversation_id, message.id).await?;
-        let mut detail = self.understand(&message.text).await?;
-        if !conversation.state.human_owned() {
-            self.read_as_follow_up(&message.text, &history, &mut detail)
-                .await?;
-        }
-        let frustration = self.frustration.assess(
-            &self.keywords,
-            &message.text,
-            detail.understanding.sentiment.as_ref().map(|s| &s.scores),
-            &frustration_history(&history),
-        );
-        detail.understanding.frustration = Some(frustration);
-
         if conversation.state.human_owned() {
-            // A human owns the conversation: record the message and say nothing.
+            // A person owns the conversation: record the message and say nothing. Only the
+            // agent panel reads what was understood, so by default only what it shows is read.
+            let mut understanding = match self.human_owned_reading {
+                HumanOwnedReading::Panel => self.read_for_agent_panel(&message.text).await?,
+                HumanOwnedReading::Full => {
+                    self.understand_masked(&message.text).await?.understanding
+                }
+            };
+            understanding.frustration =
+                Some(self.assess_frustration(&message.text, &understanding, &history));
             return self
                 .finish(
                     message.id,
@@ -590,11 +691,16 @@ impl Engine {
                     silent_decision(),
                     None,
                     None,
-                    detail.understanding,
+                    understanding,
                     conversation.state,
                 )
                 .await;
         }
+        let mut detail = self.understand_masked(&message.text).await?;
+        self.read_as_follow_up(&message.text, &history, &mut detail)
+            .await?;
+        detail.understanding.frustration =
+            Some(self.assess_frustration(&message.text, &detail.understanding, &history));
 
         let recognizer = self.intents();
         let spec = detail

@@ -3,8 +3,8 @@
 //! The binary (`src/main.rs`) is a thin shell over this library. Read the modules in this order:
 //! `config` -> `assets` -> `nlp` (encoder, intents, classifier) -> `knowledge` (loaders, chunking,
 //! ingestion, retrieval) -> `index` (vector store trait + Qdrant Edge) -> `store` (SQL
-//! persistence) -> `policy` (decisions) -> `engine` (one customer turn, end to end) -> `app`
-//! (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
+//! persistence) -> `policy` (decisions) -> `privacy` (masking) -> `engine` (one customer turn,
+//! end to end) -> `app` (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
 
 pub mod answer;
 pub mod app;
@@ -22,6 +22,9 @@ pub mod loadtest;
 pub mod metrics;
 pub mod nlp;
 pub mod policy;
+pub mod privacy;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+#[cfg(test)]
+mod test_support;

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub connected_customers: IntGauge,
     pub connected_agents: IntGauge,
     pub webhooks: IntCounterVec,
+    pub pii_masked: IntCounterVec,
 }
 
 impl Metrics {
@@ -121,6 +122,14 @@ impl Metrics {
             &["target", "outcome"],
         )
         .expect("static metric definition is valid");
+        let pii_masked = IntCounterVec::new(
+            Opts::new(
+                "pii_masked_total",
+                "Personal or payment data masked in incoming text, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition is valid");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -136,6 +145,7 @@ impl Metrics {
             Box::new(connected_customers.clone()),
             Box::new(connected_agents.clone()),
             Box::new(webhooks.clone()),
+            Box::new(pii_masked.clone()),
         ] {
             registry
                 .register(collector)
@@ -157,6 +167,14 @@ impl Metrics {
             connected_customers,
             connected_agents,
             webhooks,
+            pii_masked,
+        }
+    }
+
+    /// Count what masking found in one text.
+    pub fn count_masked(&self, found: &[crate::privacy::PiiKind]) {
+        for kind in found {
+            self.pii_masked.with_label_values(&[kind.as_str()]).inc();
         }
     }
 

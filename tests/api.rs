@@ -593,3 +593,139 @@ async fn listed_origins_may_call_the_customer_api_from_a_browser() {
     );
     app.stop().await;
 }
+
+/// Limits: requests per address (429 + Retry-After, health checks exempt), customer messages per
+/// conversation over HTTP and WebSocket (refused messages are not stored), open sockets.
+#[tokio::test]
+async fn limits_refuse_with_429_and_retry_after_and_store_nothing_refused() {
+    // Per address: a burst of four passes, then requests wait about a second.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(scratch.path());
+    settings.limits.requests_per_ip_per_second = 1;
+    settings.limits.requests_per_ip_burst = 4;
+    let mut app = spawn_with(settings).await;
+    app.own_dir(scratch);
+    let mut statuses = Vec::new();
+    let refused = loop {
+        let response = app
+            .client
+            .post(app.url("/v1/conversations"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() != 201 || statuses.len() == 10 {
+            break response;
+        }
+    };
+    assert_eq!(refused.status(), 429, "{statuses:?}");
+    assert!(
+        statuses.len() >= 5,
+        "the burst of four passes: {statuses:?}"
+    );
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_after, 1);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health checks are not limited");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let after_waiting = app
+        .client
+        .post(app.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after_waiting.status(), 201, "Retry-After was long enough");
+    app.stop().await;
+
+    // Per conversation and per socket pool.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(scratch.path());
+    settings.limits.messages_per_conversation_per_minute = 1;
+    settings.limits.messages_per_conversation_burst = 2;
+    settings.limits.max_customer_sockets = 1;
+    let mut app = spawn_with(settings).await;
+    app.own_dir(scratch);
+    let (id, token) = app.conversation().await;
+    let (status, _) = app.say(&id, &token, "hello").await;
+    assert_eq!(status, 200);
+    let (status, _) = app.say(&id, &token, "how do I reset my password").await;
+    assert_eq!(status, 200);
+    let (status, body) = app.say(&id, &token, "and my invoice?").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let mut socket =
+        common::ws::WsClient::connect(&app.address, &format!("/v1/conversations/{id}/ws"), &token)
+            .await;
+    socket.until_type("hello").await;
+    socket
+        .send(json!({"type": "message", "text": "hello again", "client_message_id": "ws-1"}))
+        .await;
+    let error = socket.until_type("error").await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("retry in"),
+        "{error}"
+    );
+
+    // The one socket place is taken: a second customer socket is refused before the upgrade.
+    let second = tokio_tungstenite::connect_async(format!(
+        "{}/v1/conversations/{id}/ws?token={token}",
+        app.address.replacen("http://", "ws://", 1)
+    ))
+    .await;
+    match second {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(socket);
+
+    // Nothing refused was stored: the transcript holds the two accepted customer messages.
+    let transcript: Value = app
+        .client
+        .get(app.url(&format!("/v1/conversations/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let customer: Vec<&str> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "customer")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        customer,
+        ["hello", "how do I reset my password"],
+        "{transcript}"
+    );
+    // The place comes back once the server has seen the socket close.
+    let mut reconnected = None;
+    for _ in 0..50 {
+        let url = format!(
+            "{}/v1/conversations/{id}/ws?token={token}",
+            app.address.replacen("http://", "ws://", 1)
+        );
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
+            reconnected = Some(socket);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reconnected.is_some(),
+        "the socket place was never given back"
+    );
+    app.stop().await;
+}

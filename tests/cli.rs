@@ -226,3 +226,52 @@ intents:
     assert!(report.contains("Too thin"), "{report}");
     assert!(report.contains("reset_password"), "{report}");
 }
+
+/// kill -9 under load, counted by the load generator itself: the real binary starts a server,
+/// 20 customers send over WebSockets (half of them waiting for a person, half with the bot),
+/// the server is killed mid-stream and restarted on the same data, and every customer
+/// reconnects, resumes and resends what was not acknowledged.
+#[test]
+fn a_server_killed_under_load_loses_and_duplicates_nothing() {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "--models",
+            repo().join("models").to_str().unwrap(),
+            "--knowledge",
+            repo().join("knowledge").to_str().unwrap(),
+            "crashtest",
+            "--customers",
+            "20",
+            "--messages",
+            "25",
+            "--kill-after",
+            "200",
+            "--reconnect-secs",
+            "120",
+        ])
+        .env_remove("RUST_LOG")
+        .env("BATON_PATHS__PROMPTS", repo().join("prompts"))
+        .output()
+        .expect("baton runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("lost 0  duplicated 0  delivered twice 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("killed the server (SIGKILL)"), "{stdout}");
+    // The kill really happened mid-stream (after 200 of the 20 x 25 = 500 acknowledgements;
+    // a few more may land while the signal travels).
+    let before: usize = stdout
+        .split("with ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before the kill in {stdout}"));
+    assert!(
+        before > 0 && before < 500,
+        "{before} acknowledged before the kill: {stdout}"
+    );
+    assert!(stdout.contains("500 acknowledged"), "{stdout}");
+}

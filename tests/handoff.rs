@@ -11,116 +11,10 @@ use std::time::Duration;
 
 use baton::config::{AssignmentMode, Settings, WebhookTarget};
 use baton::handoff::clock::ManualClock;
-use common::app::{spawn_with_clock, test_settings, TestApp, ADMIN_KEY};
+use common::app::{spawn_with_clock, test_settings};
+use common::human::{human_side, is_assigned, Human};
 use common::ws::{Closed, WsClient};
 use serde_json::{json, Value};
-
-struct Human {
-    app: TestApp,
-    clock: ManualClock,
-}
-
-async fn human_side(configure: impl FnOnce(&mut Settings)) -> Human {
-    let scratch = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(scratch.path());
-    // Sweeps run when a test says so.
-    settings.handoff.sweep_interval_ms = 3_600_000;
-    configure(&mut settings);
-    let clock = ManualClock::new();
-    let mut app = spawn_with_clock(settings, Arc::new(clock.clone())).await;
-    app.own_dir(scratch);
-    Human { app, clock }
-}
-
-impl Human {
-    /// Create an agent through the admin API and log in; returns (agent id, token).
-    async fn agent(&self, name: &str, skills: &[&str], capacity: i64) -> (String, String) {
-        let response = self
-            .app
-            .client
-            .post(self.app.url("/v1/admin/agents"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&json!({ "name": name, "display_name": capitalise(name), "password": "s3cret-passw0rd", "skills": skills, "capacity": capacity }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        let login: Value = self
-            .app
-            .client
-            .post(self.app.url("/v1/agents/login"))
-            .json(&json!({ "name": name, "password": "s3cret-passw0rd" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            login["agent"]["id"].as_str().unwrap().to_string(),
-            login["token"].as_str().unwrap().to_string(),
-        )
-    }
-
-    async fn agent_socket(&self, token: &str) -> WsClient {
-        let mut socket = WsClient::connect(&self.app.address, "/v1/agents/ws", token).await;
-        socket.until_type("hello").await;
-        socket
-    }
-
-    async fn customer_socket(&self, id: &str, token: &str) -> WsClient {
-        let mut socket = WsClient::connect(
-            &self.app.address,
-            &format!("/v1/conversations/{id}/ws"),
-            token,
-        )
-        .await;
-        socket.until_type("hello").await;
-        socket.send(json!({"type": "resume", "after": 0})).await;
-        socket
-    }
-
-    /// A conversation that asks for a person; returns (id, token).
-    async fn handed_off(&self, text: &str) -> (String, String) {
-        let (id, token) = self.app.conversation().await;
-        let (status, body) = self.app.say(&id, &token, text).await;
-        assert_eq!(status, 200);
-        assert_eq!(body["decision"], "handoff", "{body}");
-        (id, token)
-    }
-
-    async fn sweep_after(&self, by: Duration) {
-        self.clock.advance(by);
-        self.app.state.handoff.sweep().await.expect("sweep");
-    }
-
-    async fn post(&self, path: String, token: &str, body: Value) -> u16 {
-        self.app
-            .client
-            .post(self.app.url(&path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-}
-
-fn capitalise(name: &str) -> String {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
-        .unwrap_or_default()
-}
-
-fn is_assigned(conversation: &str) -> impl Fn(&Value) -> bool + '_ {
-    move |frame: &Value| {
-        frame["type"] == "assigned" && frame["conversation"]["conversation_id"] == conversation
-    }
-}
 
 #[tokio::test]
 async fn handoff_assignment_messages_both_ways_resolve_and_rating() {
@@ -526,6 +420,81 @@ async fn handing_back_lets_the_bot_answer_again() {
         .say(&id, &customer_token, "how do I reset my password")
         .await;
     assert_eq!(answered["decision"], "answer", "{answered}");
+    human.app.stop().await;
+}
+
+/// While a person owns the conversation the bot reads only what the agent panel shows
+/// (sentiment, frustration); the panel keeps the intent and articles of the last full reading.
+#[tokio::test]
+async fn messages_to_a_person_are_read_for_the_panel_only_unless_configured() {
+    let human = human_side(|_| {}).await;
+    let (_, token) = human.agent("maya", &["*"], 3).await;
+    let mut maya = human.agent_socket(&token).await;
+    let (id, customer_token) = human.handed_off("talk to a human").await;
+    maya.until(is_assigned(&id)).await;
+    let (status, silent) = human
+        .app
+        .say(
+            &id,
+            &customer_token,
+            "this is useless, my refund never arrived",
+        )
+        .await;
+    assert_eq!(status, 200, "{silent}");
+    assert_eq!(silent["reasons"], json!(["awaiting_human"]));
+    let understanding = &silent["understanding"];
+    assert_eq!(understanding["reading"], "agent_panel", "{understanding}");
+    assert!(understanding["intent"].is_null(), "{understanding}");
+    assert_eq!(understanding["knowledge"], json!([]), "{understanding}");
+    assert_eq!(
+        understanding["sentiment"]["label"], "negative",
+        "{understanding}"
+    );
+    assert!(
+        understanding["frustration"]["score"].as_f64().unwrap() > 0.0,
+        "{understanding}"
+    );
+    let context: Value = human
+        .app
+        .client
+        .get(human.app.url(&format!("/v1/conversations/{id}/context")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Intent from the handoff message (the last read in full), sentiment from the newest.
+    assert_eq!(context["intent"]["name"], "human_agent", "{context}");
+    assert_eq!(context["sentiment"]["label"], "negative", "{context}");
+    let mood = context["mood"].as_array().unwrap();
+    assert_eq!(mood.len(), 2, "{context}");
+    assert!(mood[1]["negative"].as_f64().unwrap() > 0.5, "{context}");
+    human.app.stop().await;
+
+    let human = human_side(|settings| {
+        settings.handoff.human_owned_reading = baton::config::HumanOwnedReading::Full;
+    })
+    .await;
+    let (_, token) = human.agent("tom", &["*"], 3).await;
+    let mut tom = human.agent_socket(&token).await;
+    let (id, customer_token) = human.handed_off("talk to a human").await;
+    tom.until(is_assigned(&id)).await;
+    let (_, silent) = human
+        .app
+        .say(&id, &customer_token, "how do I reset my password")
+        .await;
+    assert_eq!(silent["reasons"], json!(["awaiting_human"]));
+    assert!(silent["understanding"].get("reading").is_none(), "{silent}");
+    assert_eq!(
+        silent["understanding"]["intent"]["name"], "reset_password",
+        "{silent}"
+    );
+    assert!(!silent["understanding"]["knowledge"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     human.app.stop().await;
 }
 

@@ -151,6 +151,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
     let mut settings = settings;
     settings.database.url = None;
     settings.admin_key = Some(BENCH_ADMIN_KEY.to_string());
+    // One client address sends everything: the per-address limit would measure itself.
+    settings.limits.requests_per_ip_per_second = 0;
     settings.paths.models = absolute(&settings.paths.models)?;
     settings.paths.knowledge = absolute(&settings.paths.knowledge)?;
 

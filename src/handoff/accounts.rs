@@ -6,6 +6,7 @@ use argon2::Argon2;
 use rand::RngCore;
 
 use crate::assets::sha256_hex;
+use crate::store::NewAgent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -13,6 +14,8 @@ pub enum CredentialError {
     TooShort(usize),
     #[error("could not hash the password: {0}")]
     Hash(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -38,6 +41,75 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// `hash_password` on the blocking pool: argon2 costs tens of milliseconds of CPU by design, and
+/// on the runtime's few worker threads a burst of logins would stall every socket.
+pub async fn hash_password_off_runtime(password: String) -> Result<String, CredentialError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| CredentialError::Hash(e.to_string()))?
+}
+
+/// `verify_password` on the blocking pool (see `hash_password_off_runtime`).
+pub async fn verify_password_off_runtime(password: String, stored: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        .await
+        .unwrap_or(false)
+}
+
+/// A validated new agent (shared by the admin API and `baton agents add`); the password is
+/// hashed off the runtime.
+pub async fn new_agent(
+    name: &str,
+    display_name: Option<&str>,
+    password: Option<&str>,
+    skills: &[String],
+    capacity: i64,
+) -> Result<NewAgent, CredentialError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(CredentialError::Invalid(format!(
+            "agent name {name:?} must be 1-64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    if !(1..=100).contains(&capacity) {
+        return Err(CredentialError::Invalid(
+            "capacity must be between 1 and 100".into(),
+        ));
+    }
+    let skills: Vec<String> = skills
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let skills = if skills.is_empty() {
+        vec!["general".to_string()]
+    } else {
+        skills
+    };
+    let password_hash = match password {
+        Some(password) => Some(hash_password_off_runtime(password.to_string()).await?),
+        None => None,
+    };
+    Ok(NewAgent {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        display_name: display_name
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(name)
+            .to_string(),
+        password_hash,
+        skills,
+        capacity,
+    })
 }
 
 /// A new random token (64 hex characters) and the hash to store.

@@ -26,6 +26,7 @@ use crate::engine::TurnResult;
 use crate::metrics::Metrics;
 use crate::nlp::intents::Priority;
 use crate::policy::Reason;
+use crate::privacy::Masker;
 use crate::store::{
     AgentRecord, AgentStatus, AgentUpdate, ConversationState, EventDraft, HandoffRecord,
     HandoffStore, MessageRecord, Millis, NewMessage, QueueRequest, Release, Role, Store,
@@ -106,6 +107,8 @@ pub struct HandoffService {
     last_queue: Mutex<(Vec<(String, String)>, Millis)>,
     /// Skills that have had a queue, so their length gauge can go back to 0.
     queued_skills: Mutex<std::collections::HashSet<String>>,
+    /// Masks personal and payment data in what agents and customers write here.
+    masker: Masker,
 }
 
 impl HandoffService {
@@ -135,7 +138,22 @@ impl HandoffService {
             average_handle_secs: Mutex::new(average.max(1.0)),
             queued_skills: Mutex::new(std::collections::HashSet::new()),
             last_queue: Mutex::new((Vec::new(), Millis::MIN / 2)),
+            masker: Masker::default(),
         }
+    }
+
+    /// What is masked in agent messages, notes, left messages and rating comments (default:
+    /// every kind).
+    pub fn with_masker(mut self, masker: Masker) -> Self {
+        self.masker = masker;
+        self
+    }
+
+    /// The text with personal and payment data masked, counted in the metrics.
+    fn masked(&self, text: &str) -> String {
+        let masked = self.masker.mask(text);
+        self.metrics.count_masked(&masked.found);
+        masked.text
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -245,6 +263,9 @@ impl HandoffService {
                 "the message must be 1 to 4000 characters".into(),
             ));
         }
+        // The contact address is kept on purpose (it is how the team writes back); the
+        // message's free text is masked like every other.
+        let text = &self.masked(text);
         let handoff = self
             .handoffs
             .get_handoff(conversation_id)
@@ -304,6 +325,7 @@ impl HandoffService {
                 "the comment must be at most 2000 characters".into(),
             ));
         }
+        let comment = comment.map(|c| self.masked(c));
         let event = self
             .store
             .append_event(
@@ -438,6 +460,7 @@ impl HandoffService {
                 "a message must be 1 to 4000 characters".into(),
             ));
         }
+        let text = &self.masked(text);
         let handoff = self.held_by(&agent.id, conversation_id).await?;
         if handoff.state != ConversationState::Assigned {
             return Err(HandoffError::Invalid(
@@ -513,6 +536,7 @@ impl HandoffService {
                 "a note must be 1 to 4000 characters".into(),
             ));
         }
+        let text = &self.masked(text);
         self.held_by(&agent.id, conversation_id).await?;
         let event = self
             .store
@@ -641,6 +665,7 @@ impl HandoffService {
         let handoff = self.actionable(actor, conversation_id).await?;
         let from = handoff.agent_id.clone();
         if let Some(note) = note.map(str::trim).filter(|n| !n.is_empty()) {
+            let note = self.masked(note);
             let author = match actor {
                 Actor::Agent(agent) => agent.display_name.clone(),
                 Actor::Admin => "admin".into(),
@@ -1190,13 +1215,21 @@ impl HandoffService {
             .store
             .recent_messages(conversation_id, i64::MAX, CONTEXT_MESSAGES)
             .await?;
-        let latest = messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::Customer && m.understanding.is_some());
-        let understanding = latest
-            .and_then(|m| m.understanding.clone())
-            .unwrap_or(serde_json::Value::Null);
+        let latest_with = |field: &str| {
+            messages
+                .iter()
+                .rev()
+                .filter(|m| m.role == Role::Customer)
+                .filter_map(|m| m.understanding.as_ref())
+                .find(|u| u.get(field).is_some_and(|v| !v.is_null()))
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        };
+        // Messages written while a person owns the conversation may have been read for the
+        // panel only (sentiment, no intent or knowledge): intent and suggested articles come
+        // from the latest message read in full, sentiment from the latest message of all.
+        let understanding = latest_with("intent");
+        let sentiment = latest_with("sentiment").get("sentiment").cloned();
         let intent = understanding.get("intent").and_then(|i| {
             Some(IntentView {
                 name: i.get("name")?.as_str()?.to_string(),
@@ -1240,7 +1273,7 @@ impl HandoffService {
             queued_at: handoff.queued_at,
             summary: summarise(&messages, intent.as_ref(), &handoff.reasons),
             intent,
-            sentiment: understanding.get("sentiment").cloned(),
+            sentiment,
             knowledge,
             transcript: messages.iter().map(MessageView::from).collect(),
             notes,

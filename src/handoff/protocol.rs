@@ -351,3 +351,120 @@ mod tests {
         assert!(serde_json::from_str::<CustomerCommand>(r#"{"type":"explode"}"#).is_err());
     }
 }
+
+/// Every command a client can send survives the trip through JSON unchanged, and any mangled
+/// frame is either a command or an error, never a panic.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::{mutated, noise};
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any Unicode, including quotes, backslashes, control characters and emoji.
+        any::<String>()
+    }
+
+    fn customer_command() -> impl Strategy<Value = CustomerCommand> {
+        prop_oneof![
+            any::<i64>().prop_map(|after| CustomerCommand::Resume { after }),
+            (text(), prop::option::of(text())).prop_map(|(text, client_message_id)| {
+                CustomerCommand::Message {
+                    text,
+                    client_message_id,
+                }
+            }),
+            any::<bool>().prop_map(|on| CustomerCommand::Typing { on }),
+            (text(), text())
+                .prop_map(|(email, text)| CustomerCommand::LeaveMessage { email, text }),
+            (any::<u8>(), prop::option::of(text()))
+                .prop_map(|(score, comment)| CustomerCommand::Rate { score, comment }),
+            Just(CustomerCommand::Ping),
+        ]
+    }
+
+    fn agent_command() -> impl Strategy<Value = AgentCommand> {
+        let id = text;
+        prop_oneof![
+            (id(), text(), prop::option::of(text())).prop_map(
+                |(conversation_id, text, client_message_id)| AgentCommand::Message {
+                    conversation_id,
+                    text,
+                    client_message_id,
+                }
+            ),
+            (id(), any::<bool>()).prop_map(|(conversation_id, on)| AgentCommand::Typing {
+                conversation_id,
+                on
+            }),
+            (id(), text()).prop_map(|(conversation_id, text)| AgentCommand::Note {
+                conversation_id,
+                text
+            }),
+            id().prop_map(|conversation_id| AgentCommand::Accept { conversation_id }),
+            id().prop_map(|conversation_id| AgentCommand::Decline { conversation_id }),
+            id().prop_map(|conversation_id| AgentCommand::Claim { conversation_id }),
+            (
+                id(),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text())
+            )
+                .prop_map(|(conversation_id, to_agent, to_skill, note)| {
+                    AgentCommand::Transfer {
+                        conversation_id,
+                        to_agent,
+                        to_skill,
+                        note,
+                    }
+                }),
+            id().prop_map(|conversation_id| AgentCommand::Resolve { conversation_id }),
+            id().prop_map(|conversation_id| AgentCommand::HandBack { conversation_id }),
+            prop_oneof![
+                Just(AgentStatus::Online),
+                Just(AgentStatus::Away),
+                Just(AgentStatus::Offline)
+            ]
+            .prop_map(|status| AgentCommand::Presence { status }),
+            (id(), any::<i64>()).prop_map(|(conversation_id, after)| AgentCommand::Sync {
+                conversation_id,
+                after
+            }),
+            Just(AgentCommand::Ping),
+        ]
+    }
+
+    const CUSTOMER_FRAMES: &[u8] =
+        br#"{"type":"message","text":"where is my parcel?","client_message_id":"c-1"}"#;
+    const AGENT_FRAMES: &[u8] = br#"{"type":"transfer","conversation_id":"5b8e","to_skill":"billing","note":"over to you"}"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn customer_commands_round_trip(command in customer_command()) {
+            let json = serde_json::to_string(&command).unwrap();
+            prop_assert_eq!(serde_json::from_str::<CustomerCommand>(&json).unwrap(), command);
+        }
+
+        #[test]
+        fn agent_commands_round_trip(command in agent_command()) {
+            let json = serde_json::to_string(&command).unwrap();
+            prop_assert_eq!(serde_json::from_str::<AgentCommand>(&json).unwrap(), command);
+        }
+
+        #[test]
+        fn mangled_frames_are_commands_or_errors(
+            customer in mutated(CUSTOMER_FRAMES),
+            agent in mutated(AGENT_FRAMES),
+            junk in noise(512),
+        ) {
+            for bytes in [&customer, &agent, &junk] {
+                let text = String::from_utf8_lossy(bytes);
+                let _ = serde_json::from_str::<CustomerCommand>(&text);
+                let _ = serde_json::from_str::<AgentCommand>(&text);
+            }
+        }
+    }
+}

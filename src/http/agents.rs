@@ -10,49 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::engine::EngineError;
-use crate::handoff::accounts::{hash_password, new_token, token_hash, verify_password};
+use crate::handoff::accounts::{
+    hash_password, new_agent, new_token, token_hash, verify_password_off_runtime,
+};
 use crate::handoff::protocol::{AgentView, ConversationContext, QueueItem};
-use crate::handoff::{agent_view, Actor, HandoffError, TransferTarget};
+use crate::handoff::{agent_view, Actor, TransferTarget};
 use crate::http::auth::{bearer_token, Admin};
 use crate::http::error::{ApiJson, AppError};
-use crate::store::{AgentRecord, Millis, NewAgent, StoreError};
+use crate::http::limits::SocketKind;
+use crate::store::{AgentRecord, Millis};
 
 /// Largest WebSocket frame accepted from a client.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
-
-impl From<HandoffError> for AppError {
-    fn from(err: HandoffError) -> Self {
-        match err {
-            HandoffError::ConversationNotFound(_) | HandoffError::AgentNotFound(_) => {
-                AppError::NotFound(err.to_string())
-            }
-            HandoffError::NotHeld(_) => AppError::Forbidden(err.to_string()),
-            HandoffError::NotQueued(_)
-            | HandoffError::NotOffered(_)
-            | HandoffError::AgentFull(_) => AppError::Conflict(err.to_string()),
-            HandoffError::Invalid(message) => AppError::BadRequest(message),
-            HandoffError::Store(e) => AppError::Internal(format!("store: {e}")),
-        }
-    }
-}
-
-impl From<StoreError> for AppError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::AgentExists(_) => AppError::Conflict(err.to_string()),
-            StoreError::AgentNotFound(_)
-            | StoreError::ConversationNotFound(_)
-            | StoreError::MessageNotFound(_) => AppError::NotFound(err.to_string()),
-            StoreError::UnsupportedUrl(_)
-            | StoreError::CreateDirectory { .. }
-            | StoreError::Connect(_)
-            | StoreError::Migrate(_)
-            | StoreError::TurnAlreadyCompleted(_)
-            | StoreError::Corrupt(_)
-            | StoreError::Database { .. } => AppError::Internal(format!("store: {err}")),
-        }
-    }
-}
 
 /// The agent a bearer token belongs to.
 async fn agent_from_token(state: &AppState, token: &str) -> Result<AgentRecord, AppError> {
@@ -108,11 +77,11 @@ pub async fn login(
     // Verify against a real hash even for unknown names, so timing does not reveal which exist.
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let valid = match agent.as_ref().and_then(|a| a.password_hash.as_deref()) {
-        Some(hash) => verify_password(&body.password, hash),
+        Some(hash) => verify_password_off_runtime(body.password, hash.to_string()).await,
         None => {
             let dummy =
                 DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default());
-            let _ = verify_password(&body.password, dummy);
+            let _ = verify_password_off_runtime(body.password, dummy.clone()).await;
             false
         }
     };
@@ -172,9 +141,13 @@ pub async fn agent_socket(
         .or(query.token)
         .ok_or(AppError::MissingToken)?;
     let agent = agent_from_token(&state, &token).await?;
+    let permit = state.limits.open_socket(SocketKind::Agent)?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| crate::http::ws::run_agent(state, agent, socket)))
+        .on_upgrade(move |socket| async move {
+            crate::http::ws::run_agent(state, agent, socket).await;
+            drop(permit);
+        }))
 }
 
 pub async fn customer_socket(
@@ -200,9 +173,13 @@ pub async fn customer_socket(
         }
         Err(other) => return Err(other.into()),
     }
+    let permit = state.limits.open_socket(SocketKind::Customer)?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| crate::http::ws::run_customer(state, id, socket)))
+        .on_upgrade(move |socket| async move {
+            crate::http::ws::run_customer(state, id, socket).await;
+            drop(permit);
+        }))
 }
 
 pub async fn queue(
@@ -376,58 +353,7 @@ pub async fn create_agent(
         body.capacity
             .unwrap_or(state.settings.handoff.default_capacity),
     )
-    .map_err(AppError::BadRequest)?;
+    .await?;
     let created = state.handoff.handoff_store().create_agent(&agent).await?;
     Ok((StatusCode::CREATED, Json(agent_view(&created))))
-}
-
-/// A validated new agent (shared by the admin API and `baton agents add`).
-pub fn new_agent(
-    name: &str,
-    display_name: Option<&str>,
-    password: Option<&str>,
-    skills: &[String],
-    capacity: i64,
-) -> Result<NewAgent, String> {
-    let name = name.trim();
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        return Err(format!(
-            "agent name {name:?} must be 1-64 letters, digits, '.', '_' or '-'"
-        ));
-    }
-    if !(1..=100).contains(&capacity) {
-        return Err("capacity must be between 1 and 100".into());
-    }
-    let skills: Vec<String> = skills
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let skills = if skills.is_empty() {
-        vec!["general".to_string()]
-    } else {
-        skills
-    };
-    let password_hash = match password {
-        Some(password) => Some(hash_password(password).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    Ok(NewAgent {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_string(),
-        display_name: display_name
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .unwrap_or(name)
-            .to_string(),
-        password_hash,
-        skills,
-        capacity,
-    })
 }

@@ -55,6 +55,7 @@ pub async fn post_message(
             )));
         }
     }
+    state.limits.check_message(&id)?;
     let result = state
         .engine
         .handle_customer_message(&id, text, body.client_message_id.as_deref())

@@ -9,9 +9,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::handoff::accounts::CredentialError;
+use crate::handoff::HandoffError;
 use crate::knowledge::ingest::IngestError;
 use crate::knowledge::loaders::LoadError;
 use crate::nlp::intent_model::IntentModelError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -35,6 +38,12 @@ pub enum AppError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests or messages; the client may retry after `retry_after`.
+    #[error("too many {what}; retry in {} s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        retry_after: std::time::Duration,
+        what: &'static str,
+    },
     /// Anything the client cannot fix; the cause is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -51,6 +60,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,9 +76,15 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::Unprocessable(_) => "unprocessable",
             AppError::Unavailable(_) => "unavailable",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Internal(_) => "internal",
         }
     }
+}
+
+/// Whole seconds for `Retry-After`, rounded up (never 0: "retry now" would be refused again).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl IntoResponse for AppError {
@@ -81,6 +97,12 @@ impl IntoResponse for AppError {
         }
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (status, axum::Json(body)).into_response();
+        if let AppError::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs(*retry_after)),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -107,6 +129,51 @@ impl From<EngineError> for AppError {
             EngineError::CorruptResult(id, e) => {
                 AppError::Internal(format!("stored result of message {id}: {e}"))
             }
+        }
+    }
+}
+
+impl From<HandoffError> for AppError {
+    fn from(err: HandoffError) -> Self {
+        match err {
+            HandoffError::ConversationNotFound(_) | HandoffError::AgentNotFound(_) => {
+                AppError::NotFound(err.to_string())
+            }
+            HandoffError::NotHeld(_) => AppError::Forbidden(err.to_string()),
+            HandoffError::NotQueued(_)
+            | HandoffError::NotOffered(_)
+            | HandoffError::AgentFull(_) => AppError::Conflict(err.to_string()),
+            HandoffError::Invalid(message) => AppError::BadRequest(message),
+            HandoffError::Store(e) => AppError::Internal(format!("store: {e}")),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AgentExists(_) => AppError::Conflict(err.to_string()),
+            StoreError::AgentNotFound(_)
+            | StoreError::ConversationNotFound(_)
+            | StoreError::MessageNotFound(_) => AppError::NotFound(err.to_string()),
+            StoreError::UnsupportedUrl(_)
+            | StoreError::CreateDirectory { .. }
+            | StoreError::Connect(_)
+            | StoreError::Migrate(_)
+            | StoreError::TurnAlreadyCompleted(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Database { .. } => AppError::Internal(format!("store: {err}")),
+        }
+    }
+}
+
+impl From<CredentialError> for AppError {
+    fn from(err: CredentialError) -> Self {
+        match err {
+            CredentialError::TooShort(_) | CredentialError::Invalid(_) => {
+                AppError::BadRequest(err.to_string())
+            }
+            CredentialError::Hash(_) => AppError::Internal(err.to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod agents;
 pub mod auth;
 pub mod customer;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod web;
 pub mod ws;
@@ -84,10 +85,17 @@ pub fn router(state: AppState) -> Router {
     };
     // WebSockets live outside the request timeout and the concurrency limit: they are long-lived
     // by design and bounded per connection instead.
-    Router::new()
+    let limited = Router::new()
         .merge(api)
         .route("/v1/conversations/{id}/ws", get(agents::customer_socket))
         .route("/v1/agents/ws", get(agents::agent_socket))
+        // Per address, before any work: a refused request costs a hash lookup.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_by_ip,
+        ));
+    Router::new()
+        .merge(limited)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -97,7 +105,16 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_request,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path, never the query: WebSocket URLs carry `?token=`.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
         .with_state(state)
 }
 
@@ -187,6 +204,8 @@ pub async fn serve(
         hub.close_all();
         let _ = stopping_tx.send(());
     };
+    // The peer address feeds the per-address request limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { server.await });
     tokio::pin!(server);

@@ -252,6 +252,10 @@ async fn customer_command(
                     "client_message_id must be 1 to 128 bytes",
                 ));
             }
+            // Refused before it is stored: the client may send it again after the wait.
+            if let Err(refused) = state.limits.check_message(conversation_id) {
+                return Some(error_frame("rate_limited", &refused.to_string()));
+            }
             let bot_answers = state
                 .engine
                 .store()

@@ -552,6 +552,13 @@ impl EncoderPool {
         self.submit(texts, true, true).await
     }
 
+    /// The sentiment of one text, without embedding it (None when no sentiment model is
+    /// installed).
+    pub async fn sentiment(&self, text: &str) -> Result<Option<SentimentScores>, EncoderError> {
+        let mut analyses = self.submit(vec![text.to_string()], true, false).await?;
+        Ok(analyses.pop().ok_or(EncoderError::WorkersGone)?.sentiment)
+    }
+
     /// Sentiment only (no embeddings), for evaluations of the sentiment model.
     pub async fn sentiment_many(
         &self,

@@ -243,6 +243,17 @@ impl IntentsFile {
                     ))
                 }
                 (0, Some(description)) => {
+                    // The description becomes a training example, so it must not train another
+                    // intent too (two description-only intents with one description, say).
+                    if let Some(first) = owner.get(&normalise_example(description)) {
+                        return Err(invalid(
+                            line_of(&name),
+                            format!(
+                                "intent {name:?} has no examples and its description is also an example of {first:?}: give it example messages of its own"
+                            ),
+                        ));
+                    }
+                    owner.insert(normalise_example(description), name.clone());
                     warnings.push(IntentsWarning {
                         line: line_of(&name),
                         kind: WarningKind::DescriptionOnly,
@@ -490,5 +501,103 @@ out_of_scope:
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("intents.yaml"), "{err}");
+    }
+}
+
+/// `IntentsFile::parse` against mutated and arbitrary files: an error naming the file, or a file
+/// that keeps every promise training relies on.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::{mutated, noise};
+
+    const DEMO: &[u8] = include_bytes!("../../knowledge/intents.yaml");
+
+    fn check(bytes: &[u8]) {
+        match IntentsFile::parse(bytes, "intents.yaml") {
+            Ok(file) => {
+                assert!(file.intents.len() >= 2);
+                let mut names = HashSet::new();
+                let mut owner = HashMap::new();
+                for intent in &file.intents {
+                    assert!(!intent.name.trim().is_empty());
+                    assert!(
+                        names.insert(intent.name.trim().to_string()),
+                        "{}",
+                        intent.name
+                    );
+                    assert!(!intent.skill.trim().is_empty());
+                    assert!(
+                        !intent.examples.is_empty(),
+                        "{} has no example",
+                        intent.name
+                    );
+                    for example in &intent.examples {
+                        assert!(!example.trim().is_empty());
+                        let previous = owner.insert(normalise_example(example), &intent.name);
+                        assert!(
+                            previous.is_none() || previous == Some(&intent.name),
+                            "{example:?} trains two intents"
+                        );
+                    }
+                }
+                for example in &file.out_of_scope {
+                    assert!(!owner.contains_key(&normalise_example(example)));
+                }
+            }
+            Err(err) => assert!(err.to_string().starts_with("intents.yaml"), "{err}"),
+        }
+    }
+
+    /// Found by `generated_files_keep_their_invariants`: two description-only intents with one
+    /// description used to train the same text under both names.
+    #[test]
+    fn a_description_that_trains_another_intent_is_refused() {
+        let yaml = "intents:\n  - name: a\n    description: money back\n    examples: []\n  - name: b\n    description: Money  back\n    examples: []\n";
+        let err = IntentsFile::parse(yaml.as_bytes(), "intents.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("also an example of \"a\""), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn mutated_intent_files_parse_or_fail_cleanly(bytes in mutated(DEMO)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_parse_or_fail_cleanly(bytes in noise(2048)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn generated_files_keep_their_invariants(
+            intents in prop::collection::vec(
+                (
+                    "[a-z_]{0,8}",
+                    prop::collection::vec("[a-zA-Z ,.!?]{0,20}", 0..6),
+                    prop::option::of("[a-z ]{0,20}"),
+                ),
+                0..6,
+            ),
+            out_of_scope in prop::collection::vec("[a-zA-Z ]{0,20}", 0..4),
+        ) {
+            let intents: Vec<serde_json::Value> = intents
+                .into_iter()
+                .map(|(name, examples, description)| {
+                    serde_json::json!({"name": name, "examples": examples, "description": description})
+                })
+                .collect();
+            let yaml = serde_yaml::to_string(
+                &serde_json::json!({"intents": intents, "out_of_scope": out_of_scope}),
+            )
+            .unwrap();
+            check(yaml.as_bytes());
+        }
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod backends;
+pub mod human;
 pub mod pg;
 pub mod ws;

@@ -45,6 +45,39 @@ impl WsClient {
         }
     }
 
+    /// The HTTP status a refused upgrade answered with (panics if the socket opened instead).
+    /// An empty `token` sends none at all.
+    pub async fn refused(base: &str, path: &str, token: &str) -> u16 {
+        let query = if token.is_empty() {
+            String::new()
+        } else {
+            format!("?token={token}")
+        };
+        let url = format!("{}{}{}", base.replacen("http://", "ws://", 1), path, query);
+        match tokio_tungstenite::connect_async(url).await {
+            Ok(_) => panic!("the socket {path} opened with token {token:?}"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16()
+            }
+            Err(other) => panic!("the socket {path} failed without an HTTP answer: {other}"),
+        }
+    }
+
+    /// Send any text (not necessarily JSON) as a text frame.
+    pub async fn send_text(&mut self, text: String) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("websocket send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.socket
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("websocket send");
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.socket
             .send(Message::Text(frame.to_string().into()))

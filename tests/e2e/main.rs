@@ -583,6 +583,52 @@ async fn a_customer_and_an_agent_talk_through_widget_and_console() {
             ),
         )
         .await;
+    // Markup in messages is shown as text on both sides, never run (no XSS through a message).
+    let markup =
+        r#"<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold?</b>"#;
+    customer_says(&customer, markup).await;
+    agent
+        .wait_until(
+            "the customer's markup shown as text at the agent",
+            &format!(
+                "[...document.querySelectorAll('#transcript .m.customer .text')].some(t => t.textContent === {})",
+                js(markup)
+            ),
+        )
+        .await;
+    agent.click("the reply box", &console("#reply")).await;
+    let agent_markup =
+        r#"<a href="javascript:window.__pwned=3">click</a><img src=y onerror="window.__pwned=4">"#;
+    agent.type_text(agent_markup).await;
+    agent.press_enter().await;
+    customer
+        .wait_until(
+            "the agent's markup shown as text at the customer",
+            &format!(
+                "[...{}.querySelectorAll('.msg.agent[data-id] .bubble')].some(b => b.textContent.includes({}))",
+                widget(".log"),
+                js(agent_markup)
+            ),
+        )
+        .await;
+    for (page, root, side) in [
+        (&agent, "document".to_string(), "console"),
+        (&customer, widget(".log"), "widget"),
+    ] {
+        assert_eq!(
+            page.eval("typeof window.__pwned").await,
+            "undefined",
+            "no script from a message ran in the {side}"
+        );
+        assert_eq!(
+            page.eval(&format!(
+                "{root}.querySelectorAll('img[src=x], img[src=y], script:not([src]), a[href^=javascript]').length"
+            ))
+            .await,
+            0,
+            "no element from a message was created in the {side}"
+        );
+    }
     // An internal note stays on the agent's side.
     agent
         .click(

@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench::LatencySummary;
 
+pub mod crash;
+
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// The server, e.g. http://127.0.0.1:8080.
@@ -57,6 +59,33 @@ pub enum LoadError {
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Setting up a thousand customers from one address meets the server's per-address request
+/// limit: wait as `Retry-After` says and send again, as a well-behaved client does.
+trait SendRetrying {
+    async fn send_retrying(self) -> Result<reqwest::Response, reqwest::Error>;
+}
+
+impl SendRetrying for reqwest::RequestBuilder {
+    async fn send_retrying(self) -> Result<reqwest::Response, reqwest::Error> {
+        loop {
+            let Some(attempt) = self.try_clone() else {
+                return self.send().await;
+            };
+            let response = attempt.send().await?;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Ok(response);
+            }
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+}
 
 fn http_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Http(e.to_string())
@@ -109,7 +138,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
             .post(format!("{base}/v1/admin/agents"))
             .bearer_auth(&args.admin_key)
             .json(&json!({ "name": name, "password": "load-test-password", "skills": ["*"], "capacity": capacity }))
-            .send()
+            .send_retrying()
             .await
             .map_err(http_err)?;
         if !response.status().is_success() {
@@ -121,7 +150,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         let login: Value = client
             .post(format!("{base}/v1/agents/login"))
             .json(&json!({ "name": name, "password": "load-test-password" }))
-            .send()
+            .send_retrying()
             .await
             .map_err(http_err)?
             .json()
@@ -196,7 +225,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                 .map_err(|e| LoadError::Http(e.to_string()))?;
             let conversation: Value = client
                 .post(format!("{base}/v1/conversations"))
-                .send()
+                .send_retrying()
                 .await
                 .map_err(http_err)?
                 .json()
@@ -211,7 +240,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                 .post(format!("{base}/v1/conversations/{id}/messages"))
                 .bearer_auth(&token)
                 .json(&json!({ "text": "I want to talk to a human" }))
-                .send()
+                .send_retrying()
                 .await
                 .map_err(http_err)?
                 .json()
