@@ -54,7 +54,7 @@ pub enum EngineError {
 }
 
 /// A knowledge chunk as the understanding reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KnowledgeRef {
     pub chunk_id: String,
     pub document_id: String,
@@ -71,7 +71,7 @@ pub struct KnowledgeRef {
 }
 
 /// Milliseconds spent per stage of understanding.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub encoder_ms: f64,
     pub intent_ms: f64,
@@ -80,7 +80,7 @@ pub struct Timings {
 }
 
 /// What Baton made of one message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Understanding {
     /// The most probable intent (reported even when out of scope: agents find the guess useful).
     pub intent: Option<IntentScoreView>,
@@ -111,7 +111,7 @@ pub struct Understanding {
 }
 
 /// How much of the pipeline read a message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reading {
     /// Encoder, intent, retrieval, sentiment and frustration.
@@ -128,13 +128,13 @@ impl Reading {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentimentView {
     pub label: String,
     pub scores: SentimentScores,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentScoreView {
     pub name: String,
     pub confidence: f32,
@@ -157,7 +157,7 @@ pub struct UnderstandingDetail {
     pub embedding: Embedding,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Source {
     pub title: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -168,7 +168,7 @@ pub struct Source {
 }
 
 /// A choice offered by a clarify reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplyOption {
     /// What to show on the button.
     pub label: String,
@@ -179,7 +179,7 @@ pub struct ReplyOption {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reply {
     pub text: String,
     pub sources: Vec<Source>,
@@ -189,7 +189,7 @@ pub struct Reply {
 
 /// The outcome of a customer message, as returned by the API (and stored, so a retried POST gets
 /// exactly the same answer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TurnResult {
     pub message_id: i64,
     pub decision: DecisionKind,
@@ -212,7 +212,7 @@ enum Turn {
 }
 
 /// A new conversation and the bearer token that authorises its customer calls.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewConversation {
     pub id: String,
     pub token: String,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PolicySettings;
 use crate::nlp::intents::{HandoffMode, Priority};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
     Answer,
@@ -38,7 +38,7 @@ impl DecisionKind {
 }
 
 /// Why the policy decided what it did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The customer asked for a person.
@@ -143,7 +143,7 @@ pub struct Decision {
     pub clarify: Option<ClarifyKind>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClarifyKind {
     /// Offer the top intents as options.
@@ -155,7 +155,7 @@ pub enum ClarifyKind {
 }
 
 /// Queue details for a handoff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandoffRoute {
     pub skill: String,
     pub priority: Priority,

@@ -729,3 +729,46 @@ async fn limits_refuse_with_429_and_retry_after_and_store_nothing_refused() {
     );
     app.stop().await;
 }
+
+/// `GET /openapi.json` describes exactly the endpoints docs/api.md lists (method and path), and
+/// each has its responses.
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_documented_endpoints() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let document: Value = response.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut served = std::collections::BTreeSet::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path} has responses"
+            );
+            served.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let docs = std::fs::read_to_string(common::app::repo().join("docs/api.md")).unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for method in ["GET", "POST", "DELETE", "PUT", "PATCH"] {
+        for (at, _) in docs.match_indices(&format!("`{method} /")) {
+            let rest = &docs[at + 1 + method.len() + 1..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| !matches!(c, '`' | ' ' | '?' | ','))
+                .collect();
+            documented.insert(format!("{method} {path}"));
+        }
+    }
+    assert_eq!(served, documented);
+    app.stop().await;
+}

@@ -11,7 +11,7 @@ use crate::store::{AgentStatus, ConversationState, MessageRecord, Millis, Role};
 pub const PROTOCOL: &str = "baton.v1";
 
 /// A message as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub id: i64,
     pub role: Role,
@@ -132,7 +132,7 @@ pub enum CustomerCommand {
     Ping,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub id: String,
     pub name: String,
@@ -143,21 +143,21 @@ pub struct AgentView {
     pub active: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NoteView {
     pub author: String,
     pub text: String,
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentView {
     pub name: String,
     pub confidence: f32,
 }
 
 /// Everything an agent needs to take over without asking the customer to repeat themselves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationContext {
     pub conversation_id: String,
     pub state: ConversationState,
@@ -185,7 +185,7 @@ pub struct ConversationContext {
     pub reassignments: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MoodPoint {
     pub message_id: i64,
     /// Probability that the message is negative (None without a sentiment model).
@@ -193,7 +193,7 @@ pub struct MoodPoint {
     pub frustration: Option<f32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueItem {
     pub conversation_id: String,
     pub skill: String,

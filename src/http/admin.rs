@@ -10,19 +10,27 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::engine::{KnowledgeRef, Understanding};
 use crate::http::auth::Admin;
-use crate::http::error::{ApiJson, AppError};
+use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::knowledge::ingest::{IngestOutcome, SyncReport, UPLOAD_PREFIX};
 use crate::nlp::classifier::FitOptions;
 use crate::nlp::intent_model::{self, IntentRecognizer, TrainingInfo};
 use crate::nlp::intents::IntentSpec;
 use crate::store::DocumentSummary;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnderstandRequest {
     pub text: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/understand",
+    tag = "admin",
+    request_body = UnderstandRequest,
+    responses((status = 200, description = "intent, knowledge, sentiment and timings", body = Understanding), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 503, description = "the model is unavailable or the request timed out", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn understand(
     _admin: Admin,
     State(state): State<AppState>,
@@ -49,6 +57,13 @@ fn checked_text<'a>(state: &AppState, text: &'a str) -> Result<&'a str, AppError
     Ok(text)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/documents",
+    tag = "admin",
+    responses((status = 200, description = "documents with chunk counts", body = Vec<DocumentSummary>), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn list_documents(
     _admin: Admin,
     State(state): State<AppState>,
@@ -56,7 +71,8 @@ pub async fn list_documents(
     Ok(Json(state.components.knowledge.list().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// File name for a raw (non-multipart) upload; its extension picks the parser.
     pub name: Option<String>,
@@ -64,6 +80,19 @@ pub struct UploadQuery {
 
 /// Upload documents: `multipart/form-data` with one or more file parts, or a raw body with
 /// `?name=FILE.md`. Each file is stored as `upload/NAME`; uploading the same name replaces it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/documents",
+    tag = "admin",
+    request_body(
+        content = Vec<u8>,
+        description = "a raw file (with ?name=FILE.ext), or multipart/form-data with one or more file parts",
+        content_type = "application/octet-stream"
+    ),
+    params(UploadQuery),
+    responses((status = 201, description = "what each file became", body = Vec<IngestOutcome>), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 413, description = "text or body too long", body = ErrorBody), (status = 422, description = "a file that cannot be parsed (names file and line)", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn upload_documents(
     _admin: Admin,
     State(state): State<AppState>,
@@ -150,6 +179,14 @@ fn upload_source(name: &str) -> Result<String, AppError> {
     Ok(format!("{UPLOAD_PREFIX}{name}"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/documents/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "document id or source")),
+    responses((status = 204, description = "removed"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "no such document", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn delete_document(
     _admin: Admin,
     State(state): State<AppState>,
@@ -162,12 +199,21 @@ pub async fn delete_document(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     pub q: String,
     pub limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/knowledge/search",
+    tag = "admin",
+    params(SearchQuery),
+    responses((status = 200, description = "top chunks with scores", body = Vec<KnowledgeRef>), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn search_knowledge(
     _admin: Admin,
     State(state): State<AppState>,
@@ -201,6 +247,13 @@ pub async fn search_knowledge(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/knowledge/sync",
+    tag = "admin",
+    responses((status = 200, description = "what changed", body = SyncReport), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn sync_knowledge(
     _admin: Admin,
     State(state): State<AppState>,
@@ -215,12 +268,19 @@ pub async fn sync_knowledge(
     Ok(Json(state.components.knowledge.sync_folder(folder).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IntentsView {
     pub training: TrainingInfo,
     pub intents: Vec<IntentSpec>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/intents",
+    tag = "admin",
+    responses((status = 200, description = "the intents and the training figures", body = IntentsView), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn get_intents(_admin: Admin, State(state): State<AppState>) -> Json<IntentsView> {
     let recognizer = state.engine.intents();
     Json(IntentsView {
@@ -230,6 +290,13 @@ pub async fn get_intents(_admin: Admin, State(state): State<AppState>) -> Json<I
 }
 
 /// Retrain from the intents file on disk (after editing it) and switch to the new model.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/intents/train",
+    tag = "admin",
+    responses((status = 200, description = "the new model's figures", body = TrainingInfo), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 422, description = "a file that cannot be parsed (names file and line)", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn train_intents(
     _admin: Admin,
     State(state): State<AppState>,

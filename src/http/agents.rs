@@ -16,7 +16,7 @@ use crate::handoff::accounts::{
 use crate::handoff::protocol::{AgentView, ConversationContext, QueueItem};
 use crate::handoff::{agent_view, Actor, TransferTarget};
 use crate::http::auth::{bearer_token, Admin};
-use crate::http::error::{ApiJson, AppError};
+use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::http::limits::SocketKind;
 use crate::store::{AgentRecord, Millis};
 
@@ -54,20 +54,27 @@ async fn agent_only(state: &AppState, headers: &HeaderMap) -> Result<AgentRecord
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub name: String,
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoginResponse {
     pub token: String,
     pub expires_at: Millis,
     pub agent: AgentView,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agents/login",
+    tag = "agents",
+    request_body = LoginRequest,
+    responses((status = 200, description = "a token for the agent", body = LoginResponse), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 403, description = "wrong name or password", body = ErrorBody))
+)]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginRequest>,
@@ -102,6 +109,13 @@ pub async fn login(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agents/logout",
+    tag = "agents",
+    responses((status = 204, description = "the token is revoked"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -116,6 +130,13 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/me",
+    tag = "agents",
+    responses((status = 200, description = "the agent, presence and load", body = AgentView), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -124,12 +145,21 @@ pub async fn me(
     Ok(Json(agent_view(&agent)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// Browsers cannot set headers on a WebSocket: the token may come as `?token=`.
     pub token: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/ws",
+    tag = "agents",
+    params(TokenQuery),
+    responses((status = 101, description = "the agent WebSocket (docs/protocol.md)"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 503, description = "too many sockets open", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn agent_socket(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
@@ -150,6 +180,14 @@ pub async fn agent_socket(
         }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/ws",
+    tag = "customer",
+    params(("id" = String, Path, description = "conversation id"), TokenQuery),
+    responses((status = 101, description = "the customer WebSocket (docs/protocol.md)"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 503, description = "too many sockets open", body = ErrorBody)),
+    security(("conversation_token" = []))
+)]
 pub async fn customer_socket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -182,6 +220,13 @@ pub async fn customer_socket(
         }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/queue",
+    tag = "agents",
+    responses((status = 200, description = "waiting conversations in queue order", body = Vec<QueueItem>), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn queue(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -191,6 +236,14 @@ pub async fn queue(
 }
 
 /// The full context of a conversation on the human side (its agent, or an admin).
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/context",
+    tag = "agents",
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, description = "everything needed to take over", body = ConversationContext), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn context(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -212,6 +265,14 @@ pub async fn context(
     Ok(Json(state.handoff.context(&handoff).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/claim",
+    tag = "agents",
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 204, description = "the conversation is yours"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 409, description = "taken, not queued, or the agent is full", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn claim(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -222,12 +283,21 @@ pub async fn claim(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRequest {
     pub agent_id: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/assign",
+    tag = "agents",
+    request_body = AssignRequest,
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 204, description = "assigned"), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 409, description = "taken, not queued, or the agent is full", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn assign(
     _admin: Admin,
     State(state): State<AppState>,
@@ -238,7 +308,7 @@ pub async fn assign(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     #[serde(default)]
@@ -249,6 +319,15 @@ pub struct TransferRequest {
     pub note: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/transfer",
+    tag = "agents",
+    request_body = TransferRequest,
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 204, description = "transferred"), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 409, description = "taken, not queued, or the agent is full", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn transfer(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -272,6 +351,14 @@ pub async fn transfer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/resolve",
+    tag = "agents",
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 204, description = "resolved"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn resolve(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -282,6 +369,14 @@ pub async fn resolve(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/hand-back",
+    tag = "agents",
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 204, description = "the bot answers again"), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn hand_back(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -292,17 +387,26 @@ pub async fn hand_back(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentMessageRequest {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentMessageResponse {
     pub message_id: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/agent-messages",
+    tag = "agents",
+    request_body = AgentMessageRequest,
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 201, description = "stored and sent", body = AgentMessageResponse), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 413, description = "text or body too long", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
 pub async fn agent_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -319,6 +423,13 @@ pub async fn agent_message(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/agents",
+    tag = "admin",
+    responses((status = 200, description = "every agent", body = Vec<AgentView>), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn list_agents(
     _admin: Admin,
     State(state): State<AppState>,
@@ -327,7 +438,7 @@ pub async fn list_agents(
     Ok(Json(agents.iter().map(agent_view).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     pub name: String,
@@ -340,6 +451,14 @@ pub struct CreateAgentRequest {
     pub capacity: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/agents",
+    tag = "admin",
+    request_body = CreateAgentRequest,
+    responses((status = 201, description = "the new agent", body = AgentView), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 409, description = "the name is taken", body = ErrorBody)),
+    security(("admin_key" = []))
+)]
 pub async fn create_agent(
     _admin: Admin,
     State(state): State<AppState>,

@@ -8,12 +8,18 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::engine::{NewConversation, TurnResult};
 use crate::http::auth::customer_conversation;
-use crate::http::error::{ApiJson, AppError};
+use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::store::{ConversationState, MessageRecord, Millis, Role};
 
 /// Longest client_message_id accepted (it is stored and indexed).
 const MAX_CLIENT_MESSAGE_ID: usize = 128;
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "customer",
+    responses((status = 201, description = "the conversation and its bearer token", body = NewConversation), (status = 429, description = "rate limited; see Retry-After", body = ErrorBody))
+)]
 pub async fn create_conversation(
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<NewConversation>), AppError> {
@@ -21,7 +27,7 @@ pub async fn create_conversation(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
     pub text: String,
@@ -29,6 +35,15 @@ pub struct PostMessage {
     pub client_message_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "customer",
+    request_body = PostMessage,
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, description = "the decision, the reply and what was understood", body = TurnResult), (status = 400, description = "malformed body or bad field", body = ErrorBody), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody), (status = 413, description = "text or body too long", body = ErrorBody), (status = 429, description = "rate limited; see Retry-After", body = ErrorBody), (status = 503, description = "the model is unavailable or the request timed out", body = ErrorBody)),
+    security(("conversation_token" = []))
+)]
 pub async fn post_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -63,14 +78,15 @@ pub async fn post_message(
     Ok(Json(result))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TranscriptQuery {
     /// Only messages with an id greater than this.
     pub after: Option<i64>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TranscriptMessage {
     pub id: i64,
     pub role: Role,
@@ -108,7 +124,7 @@ impl From<MessageRecord> for TranscriptMessage {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     pub id: String,
     pub state: ConversationState,
@@ -117,6 +133,14 @@ pub struct ConversationView {
     pub messages: Vec<TranscriptMessage>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "customer",
+    params(("id" = String, Path, description = "conversation id"), TranscriptQuery),
+    responses((status = 200, description = "the transcript", body = ConversationView), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "wrong token", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody)),
+    security(("conversation_token" = []))
+)]
 pub async fn get_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,

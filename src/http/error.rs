@@ -6,7 +6,6 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::engine::EngineError;
 use crate::handoff::accounts::CredentialError;
@@ -82,6 +81,21 @@ impl AppError {
     }
 }
 
+/// The JSON body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: bad_request, message_too_long, body_too_large, unauthorized,
+    /// forbidden, not_found, conflict, unprocessable, unavailable, rate_limited, internal.
+    pub code: &'static str,
+    /// For people; never an internal cause.
+    pub message: String,
+}
+
 /// Whole seconds for `Retry-After`, rounded up (never 0: "retry now" would be refused again).
 pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -95,7 +109,12 @@ impl IntoResponse for AppError {
         } else if let AppError::Unavailable(cause) = &self {
             tracing::warn!(%cause, "request could not be served");
         }
-        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let AppError::RateLimited { retry_after, .. } = &self {
             response.headers_mut().insert(

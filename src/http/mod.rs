@@ -14,6 +14,7 @@ pub mod auth;
 pub mod customer;
 pub mod error;
 pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod web;
 pub mod ws;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(web::routes())
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .layer(middleware::from_fn_with_state(

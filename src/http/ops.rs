@@ -11,11 +11,23 @@ use serde_json::json;
 use crate::app::AppState;
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "the process is up", body = String))
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Models loaded and answering, store and index reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses((status = 200, description = "ready: models, store and index answer"), (status = 503, description = "not ready; the checks say which part"))
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let encoder = state.engine.encoder().embed("ready?").await;
     let store = state.components.store.ping().await;
@@ -48,6 +60,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(count) = state.components.index.count().await {
         state.metrics.knowledge_chunks.set(count as i64);

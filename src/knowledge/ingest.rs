@@ -38,7 +38,7 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IngestStatus {
     Added,
@@ -46,7 +46,7 @@ pub enum IngestStatus {
     Unchanged,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IngestOutcome {
     pub document_id: String,
     pub source: String,
@@ -56,7 +56,7 @@ pub struct IngestOutcome {
 }
 
 /// What a folder sync did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub added: Vec<String>,
     pub updated: Vec<String>,

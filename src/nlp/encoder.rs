@@ -109,7 +109,7 @@ fn runtime_environment(library: &Path) -> Result<ort::environment::Environment, 
 }
 
 /// Sentiment probabilities of one text (negative, neutral, positive; they sum to 1).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentimentScores {
     pub negative: f32,
     pub neutral: f32,

@@ -46,14 +46,14 @@ pub struct HistoryTurn {
     pub failed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Signal {
     pub name: String,
     /// In [0, 1]; 0 means the signal did not fire.
     pub value: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Frustration {
     pub score: f32,
     /// The signals that fired (value > 0), strongest contribution first.

@@ -30,7 +30,7 @@ pub enum IntentModelError {
 }
 
 /// How the current model came about; shown by `baton intents train` and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainingInfo {
     pub intents: usize,
     pub examples: usize,

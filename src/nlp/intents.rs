@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const RECOMMENDED_EXAMPLES: usize = 5;
 
 /// Whether a human must, may or must not take over conversations with this intent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffMode {
     /// The policy decides from confidence, knowledge and the conversation.
@@ -29,7 +29,18 @@ pub enum HandoffMode {
 
 /// Order in the human queue.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -44,7 +55,7 @@ fn default_skill() -> String {
     "general".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntentSpec {
     pub name: String,

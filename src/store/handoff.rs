@@ -14,7 +14,7 @@ use super::{ConversationState, Millis, StoreError};
 use crate::nlp::intents::Priority;
 
 /// The presence an agent chose. Whether the agent is *connected* is known only in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Takes new conversations.

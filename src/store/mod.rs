@@ -21,7 +21,7 @@ pub use sql::SqlStore;
 pub type Millis = i64;
 
 /// Who owns the next reply in a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationState {
     /// The bot answers.
@@ -77,7 +77,7 @@ pub struct ConversationRecord {
     pub updated_at: Millis,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     #[default]
@@ -188,7 +188,7 @@ pub struct EventRecord {
 }
 
 /// A document as listed by `baton kb ls` (without its chunks' text).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DocumentSummary {
     pub id: String,
     pub source: String,
