@@ -200,7 +200,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Other(e.to_string())),
         Command::Crashtest(args) => {
-            crate::loadtest::crash::run(args, crate::loadtest::crash::passthrough_args(&cli.global))
+            crate::loadtest::crash::run(args, passthrough_args(&cli.global))
                 .await
                 .map(|_| ())
                 .map_err(|e| CliError::Other(e.to_string()))
@@ -218,6 +218,22 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// For `baton crashtest`: the global options (`--config`, `--models`, `--knowledge`) the server child is started with.
+fn passthrough_args(global: &GlobalArgs) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    for (flag, value) in [
+        ("--config", &global.config),
+        ("--models", &global.models),
+        ("--knowledge", &global.knowledge),
+    ] {
+        if let Some(value) = value {
+            args.push(flag.into());
+            args.push(value.clone().into_os_string());
+        }
+    }
+    args
 }
 
 async fn serve(settings: Settings) -> Result<(), CliError> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::knowledge::chunking::ChunkingOptions;
+pub use crate::knowledge::retrieval::RetrievalSettings;
 use crate::nlp::encoder::EncoderOptions;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,7 +29,7 @@ pub struct Settings {
     /// What is masked in free text before it is stored, logged or sent anywhere.
     pub privacy: crate::privacy::PrivacySettings,
     /// Requests per address, messages per conversation, open WebSockets.
-    pub limits: crate::http::limits::LimitSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
 }
 
@@ -123,31 +124,6 @@ impl Default for IntentSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RetrievalSettings {
-    /// Chunks returned per query.
-    pub top_k: usize,
-    /// Candidates fetched from each of the dense and keyword searches before fusion.
-    pub candidates: usize,
-    /// Fuse keyword (BM25) matches with the dense ranking.
-    pub hybrid: bool,
-    /// Keyword bonus added to the cosine similarity: the best keyword match of a query gets this
-    /// much, others proportionally less.
-    pub keyword_weight: f32,
-}
-
-impl Default for RetrievalSettings {
-    fn default() -> Self {
-        Self {
-            top_k: 5,
-            candidates: 20,
-            hybrid: true,
-            keyword_weight: 0.05,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct PolicySettings {
     /// A knowledge chunk at least this similar (cosine) can be given as the answer.
     pub answer_min_score: f32,
@@ -189,6 +165,41 @@ impl Default for PolicySettings {
     }
 }
 
+/// `[limits]`: abuse limits at the edge (enforced by `http::limits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained API requests per second from one client address (0: no limit).
+    pub requests_per_ip_per_second: u32,
+    /// Requests one address may make at once before the sustained rate applies.
+    pub requests_per_ip_burst: u32,
+    /// Sustained customer messages per minute in one conversation (0: no limit).
+    pub messages_per_conversation_per_minute: u32,
+    pub messages_per_conversation_burst: u32,
+    /// Customer WebSockets open at once (0: no limit).
+    pub max_customer_sockets: usize,
+    /// Agent WebSockets open at once (0: no limit).
+    pub max_agent_sockets: usize,
+    /// Behind a reverse proxy every request comes from the proxy: name the header that carries
+    /// the client's address (e.g. `x-forwarded-for`; its first entry is used). Unset: the peer
+    /// address. Only set it when the proxy overwrites the header, or clients can pick their own.
+    pub client_ip_header: Option<String>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_ip_per_second: 20,
+            requests_per_ip_burst: 100,
+            messages_per_conversation_per_minute: 60,
+            messages_per_conversation_burst: 20,
+            max_customer_sockets: 20_000,
+            max_agent_sockets: 2_000,
+            client_ip_header: None,
+        }
+    }
+}
+
 /// How handed-off conversations reach agents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,11 +226,20 @@ pub struct HandoffSettings {
     pub connection_queue: usize,
     pub ping_interval_secs: u64,
     /// Weekly opening hours; unset: always open.
-    pub business_hours: Option<crate::handoff::hours::BusinessHoursConfig>,
+    pub business_hours: Option<BusinessHoursConfig>,
     /// Outgoing webhooks for handoff, assignment and resolution events.
     pub webhooks: Vec<WebhookTarget>,
     /// What the bot reads of a customer message while a person owns the conversation.
     pub human_owned_reading: HumanOwnedReading,
+}
+
+/// `timezone = "Europe/London"`, `weekly = { mon = "09:00-17:30", sat = "10:00-14:00" }`; days not
+/// listed are closed. Several ranges per day: `"09:00-12:00,13:00-17:00"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHoursConfig {
+    pub timezone: String,
+    pub weekly: std::collections::BTreeMap<String, String>,
 }
 
 /// What the bot reads of a customer message while a person owns the conversation (queued,
@@ -447,10 +467,6 @@ impl Settings {
             return Err(ConfigError::Rule(
                 "retrieval.top_k must be positive and no larger than retrieval.candidates".into(),
             ));
-        }
-        if let Some(hours) = &self.handoff.business_hours {
-            crate::handoff::hours::BusinessHours::from_config(hours)
-                .map_err(|e| ConfigError::Rule(format!("handoff.business_hours: {e}")))?;
         }
         if self.handoff.default_capacity < 1 {
             return Err(ConfigError::Rule(

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::answer::{AnswerError, AnswerRequest, AnswerWriter};
 use crate::assets::{constant_time_eq, sha256_hex};
 use crate::config::{HumanOwnedReading, IntentSettings};
-use crate::handoff::TurnListener;
 use crate::index::IndexError;
-use crate::knowledge::keywords::KeywordEncoder;
 use crate::knowledge::retrieval::{KnowledgeHit, Retriever};
 use crate::metrics::Metrics;
 use crate::nlp::classifier::ClassifierError;
@@ -24,6 +22,7 @@ use crate::nlp::encoder::{EncoderError, EncoderPool};
 use crate::nlp::frustration::{Frustration, FrustrationModel, HistoryTurn};
 use crate::nlp::intent_model::{IntentRecognizer, IntentScore};
 use crate::nlp::intents::Priority;
+use crate::nlp::keywords::KeywordEncoder;
 use crate::policy::{
     ClarifyKind, ConversationView, Decision, DecisionKind, HandoffRoute, IntentView, Policy,
     PolicyInput, Reason,
@@ -209,6 +208,13 @@ pub struct TurnResult {
 enum Turn {
     New(TurnResult),
     Replayed(TurnResult),
+}
+
+/// What the engine tells after every customer turn: the port the human side (handoff)
+/// implements, so the engine never depends on it.
+#[async_trait::async_trait]
+pub trait TurnListener: Send + Sync {
+    async fn after_turn(&self, conversation_id: &str, result: &TurnResult);
 }
 
 /// A new conversation and the bearer token that authorises its customer calls.

@@ -1,7 +1,8 @@
 //! Baton: an AI-first support bot with human handoff.
 //!
 //! The binary (`src/main.rs`) is a thin shell over this library. Read the modules in this order:
-//! `config` -> `assets` -> `nlp` (encoder, intents, classifier) -> `knowledge` (loaders, chunking,
+//! `model` (documents and chunks) -> `config` -> `assets` -> `nlp` (encoder, intents, classifier,
+//! keywords) -> `knowledge` (loaders, chunking,
 //! ingestion, retrieval) -> `index` (vector store trait + Qdrant Edge) -> `store` (SQL
 //! persistence) -> `policy` (decisions) -> `privacy` (masking) -> `engine` (one customer turn,
 //! end to end) -> `app` (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
@@ -20,6 +21,7 @@ pub mod index;
 pub mod knowledge;
 pub mod loadtest;
 pub mod metrics;
+pub mod model;
 pub mod nlp;
 pub mod policy;
 pub mod privacy;

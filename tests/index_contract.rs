@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use baton::index::edge::{EdgeIndex, EdgeIndexSettings};
 use baton::index::{IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
-use baton::knowledge::Chunk;
+use baton::model::Chunk;
 use uuid::Uuid;
 
 /// Dense dimension used by every case: small keeps the suite fast, and nothing in the contract

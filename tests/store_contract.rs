@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use baton::knowledge::{Chunk, Document, DocumentKind};
+use baton::model::{Chunk, Document, DocumentKind};
 use baton::store::{
     ConversationState, CustomerInsert, MessageRecord, NewMessage, Role, Store, StoreError,
     TurnCompletion,

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::eval::{resolve_data, sentiment_with_progress, start_encoder, write_json, EvalError};
-use crate::knowledge::keywords::KeywordEncoder;
 use crate::nlp::frustration::{bot_text_failed, FrustrationModel, HistoryTurn, SIGNALS};
+use crate::nlp::keywords::KeywordEncoder;
 
 #[derive(Debug, Args)]
 pub struct FrustrationArgs {

@@ -1,22 +1,11 @@
 //! Business hours: a weekly schedule in a time zone. Outside it (or with nobody online who has the
 //! skill) a waiting customer is told so and can leave a message; the conversation stays queued.
 
-use std::collections::BTreeMap;
-
 use chrono::{Datelike, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::BusinessHoursConfig;
 use crate::store::Millis;
-
-/// `timezone = "Europe/London"`, `weekly = { mon = "09:00-17:30", sat = "10:00-14:00" }`; days not
-/// listed are closed. Several ranges per day: `"09:00-12:00,13:00-17:00"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusinessHoursConfig {
-    pub timezone: String,
-    pub weekly: BTreeMap<String, String>,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusinessHours {

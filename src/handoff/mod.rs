@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::config::{AssignmentMode, HandoffSettings};
-use crate::engine::TurnResult;
+use crate::engine::{TurnListener, TurnResult};
 use crate::metrics::Metrics;
 use crate::nlp::intents::Priority;
 use crate::policy::Reason;
@@ -65,12 +65,6 @@ pub enum HandoffError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What the engine tells the human side after every customer turn.
-#[async_trait]
-pub trait TurnListener: Send + Sync {
-    async fn after_turn(&self, conversation_id: &str, result: &TurnResult);
 }
 
 /// Who asked for an action: an agent acting on their own conversations, or an admin/integration.

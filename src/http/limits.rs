@@ -15,44 +15,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+pub use crate::config::LimitSettings;
 use crate::http::error::AppError;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Sustained API requests per second from one client address (0: no limit).
-    pub requests_per_ip_per_second: u32,
-    /// Requests one address may make at once before the sustained rate applies.
-    pub requests_per_ip_burst: u32,
-    /// Sustained customer messages per minute in one conversation (0: no limit).
-    pub messages_per_conversation_per_minute: u32,
-    pub messages_per_conversation_burst: u32,
-    /// Customer WebSockets open at once (0: no limit).
-    pub max_customer_sockets: usize,
-    /// Agent WebSockets open at once (0: no limit).
-    pub max_agent_sockets: usize,
-    /// Behind a reverse proxy every request comes from the proxy: name the header that carries
-    /// the client's address (e.g. `x-forwarded-for`; its first entry is used). Unset: the peer
-    /// address. Only set it when the proxy overwrites the header, or clients can pick their own.
-    pub client_ip_header: Option<String>,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        Self {
-            requests_per_ip_per_second: 20,
-            requests_per_ip_burst: 100,
-            messages_per_conversation_per_minute: 60,
-            messages_per_conversation_burst: 20,
-            max_customer_sockets: 20_000,
-            max_agent_sockets: 2_000,
-            client_ip_header: None,
-        }
-    }
-}
 
 /// Which WebSocket pool a socket counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

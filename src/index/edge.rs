@@ -40,7 +40,7 @@ use qdrant_edge::{
 use serde_json::Value;
 
 use super::{IndexError, IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
-use crate::knowledge::Chunk;
+use crate::model::Chunk;
 
 /// Name of the dense (embedding) vector in the shard.
 pub const DENSE_VECTOR: &str = "dense";

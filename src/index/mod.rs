@@ -10,7 +10,7 @@ pub mod edge;
 
 use async_trait::async_trait;
 
-use crate::knowledge::Chunk;
+use crate::model::Chunk;
 
 /// A sparse keyword vector: term ids (hashed tokens) and their weights. The index applies IDF.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -15,11 +15,11 @@ use serde::Serialize;
 use crate::assets::sha256_hex;
 use crate::index::{IndexError, IndexedChunk, VectorIndex};
 use crate::knowledge::chunking::ChunkingOptions;
-use crate::knowledge::keywords::KeywordEncoder;
 use crate::knowledge::loaders::{self, LoadError};
 use crate::knowledge::retrieval::{embedding_views, keyword_text};
-use crate::knowledge::Document;
+use crate::model::Document;
 use crate::nlp::encoder::{EncoderError, EncoderPool};
+use crate::nlp::keywords::KeywordEncoder;
 use crate::store::{DocumentSummary, Store, StoreError};
 
 /// Source names of documents uploaded over HTTP start with this, so a folder sync never removes

@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use walkdir::WalkDir;
 
-use super::chunk::{Chunk, Document, DocumentKind};
 use super::chunking::{chunk_sections, normalise_whitespace, ChunkDraft, ChunkingOptions, Section};
+use crate::model::{Chunk, Document, DocumentKind};
 
 /// Files above this size are refused: a 20 MB manual is already far more than a support bot
 /// should embed in one go, and parsing untrusted PDFs of unbounded size is a denial-of-service

@@ -4,12 +4,37 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::RetrievalSettings;
 use crate::index::{IndexError, VectorIndex};
-use crate::knowledge::keywords::KeywordEncoder;
-use crate::knowledge::Chunk;
+use crate::model::Chunk;
+use crate::nlp::keywords::KeywordEncoder;
+
+/// `[retrieval]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrievalSettings {
+    /// Chunks returned per query.
+    pub top_k: usize,
+    /// Candidates fetched from each of the dense and keyword searches before fusion.
+    pub candidates: usize,
+    /// Fuse keyword (BM25) matches with the dense ranking.
+    pub hybrid: bool,
+    /// Keyword bonus added to the cosine similarity: the best keyword match of a query gets this
+    /// much, others proportionally less.
+    pub keyword_weight: f32,
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        Self {
+            top_k: 5,
+            candidates: 20,
+            hybrid: true,
+            keyword_weight: 0.05,
+        }
+    }
+}
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, Serialize)]

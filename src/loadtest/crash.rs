@@ -86,22 +86,6 @@ struct Server {
     base: String,
 }
 
-/// The global options (`--config`, `--models`, `--knowledge`) the server child is started with.
-pub fn passthrough_args(global: &crate::cli::GlobalArgs) -> Vec<OsString> {
-    let mut args = Vec::new();
-    for (flag, value) in [
-        ("--config", &global.config),
-        ("--models", &global.models),
-        ("--knowledge", &global.knowledge),
-    ] {
-        if let Some(value) = value {
-            args.push(flag.into());
-            args.push(value.clone().into_os_string());
-        }
-    }
-    args
-}
-
 async fn start_server(
     global: &[OsString],
     data: &Path,

@@ -20,8 +20,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::knowledge::keywords::KeywordEncoder;
 use crate::nlp::encoder::SentimentScores;
+use crate::nlp::keywords::KeywordEncoder;
 
 /// Names of the signals, in the order of [`FrustrationModel::weights`].
 pub const SIGNALS: [&str; 8] = [

@@ -9,7 +9,7 @@ pub mod sql;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::knowledge::Document;
+use crate::model::Document;
 
 pub use handoff::{
     AgentRecord, AgentStatus, AgentUpdate, EventDraft, HandoffRecord, HandoffStore, NewAgent,

@@ -30,7 +30,7 @@ use super::{
     ConversationRecord, ConversationState, CustomerInsert, DocumentSummary, EventRecord,
     MessageRecord, Millis, NewMessage, Role, Store, StoreError, TurnCompletion,
 };
-use crate::knowledge::{Chunk, Document, DocumentKind};
+use crate::model::{Chunk, Document, DocumentKind};
 
 // The `HandoffStore` half of `SqlStore`, in its own file; a child module so that it shares the
 // private helpers below.
