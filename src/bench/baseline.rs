@@ -51,11 +51,17 @@ struct ExportedChunk {
 
 /// One side of the comparison, as the bench drives it.
 struct Service {
-    name: &'static str,
+    endpoint: Endpoint,
     child: Child,
+    log: PathBuf,
+}
+
+/// Where a service answers `understand`: cheap to clone into each concurrent client.
+#[derive(Clone)]
+struct Endpoint {
+    name: &'static str,
     understand_url: String,
     bearer: Option<String>,
-    log: PathBuf,
 }
 
 impl Service {
@@ -63,11 +69,27 @@ impl Service {
         self.child.id()
     }
 
+    fn name(&self) -> &'static str {
+        self.endpoint.name
+    }
+}
+
+impl Endpoint {
     async fn understand(
         &self,
         client: &reqwest::Client,
         text: &str,
     ) -> Result<serde_json::Value, String> {
+        let response = self.send(client, text).await?;
+        response.json().await.map_err(|e| e.to_string())
+    }
+
+    /// The request, checked for a success status; the body is left to the caller.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        text: &str,
+    ) -> Result<reqwest::Response, String> {
         let mut request = client
             .post(&self.understand_url)
             .json(&serde_json::json!({ "text": text }));
@@ -80,7 +102,7 @@ impl Service {
             let body = response.text().await.unwrap_or_default();
             return Err(format!("{} answered {status}: {body}", self.name));
         }
-        response.json().await.map_err(|e| e.to_string())
+        Ok(response)
     }
 }
 
@@ -187,7 +209,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
         .pool_max_idle_per_host(args.concurrency.max(1))
         .build()
         .map_err(|e| BenchError::Http(e.to_string()))?;
-    for service in &children.0 {
+    for service in children.0.iter_mut() {
         wait_until_ready(service, &client).await?;
     }
     check_same_answers(&children.0, &client).await?;
@@ -201,7 +223,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
             println!(
                 "run {} {:<7} one client: p50 {:.2} p95 {:.2} p99 {:.2} ms | {} clients: {:.0} msg/s, p50 {:.2} p99 {:.2} ms | RSS {:.0} MiB (peak {:.0})",
                 run + 1,
-                service.name,
+                service.name(),
                 run_figures.one_client.p50_ms,
                 run_figures.one_client.p95_ms,
                 run_figures.one_client.p99_ms,
@@ -325,10 +347,12 @@ async fn start_baton(settings: &Settings, scratch: &Path) -> Result<Service, Ben
         .env("BATON_ADMIN_KEY", BENCH_ADMIN_KEY);
     let child = spawn_logged(command, &log)?;
     Ok(Service {
-        name: "baton",
+        endpoint: Endpoint {
+            name: "baton",
+            understand_url: format!("http://127.0.0.1:{port}/v1/understand"),
+            bearer: Some(BENCH_ADMIN_KEY.to_string()),
+        },
         child,
-        understand_url: format!("http://127.0.0.1:{port}/v1/understand"),
-        bearer: Some(BENCH_ADMIN_KEY.to_string()),
         log,
     })
 }
@@ -355,10 +379,12 @@ async fn start_python(
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let child = spawn_logged(command, &log)?;
     Ok(Service {
-        name: "python",
+        endpoint: Endpoint {
+            name: "python",
+            understand_url: format!("http://127.0.0.1:{port}/understand"),
+            bearer: None,
+        },
         child,
-        understand_url: format!("http://127.0.0.1:{port}/understand"),
-        bearer: None,
         log,
     })
 }
@@ -387,33 +413,30 @@ fn free_port() -> Result<u16, BenchError> {
         .port())
 }
 
-async fn wait_until_ready(service: &Service, client: &reqwest::Client) -> Result<(), BenchError> {
+async fn wait_until_ready(
+    service: &mut Service,
+    client: &reqwest::Client,
+) -> Result<(), BenchError> {
     let started = Instant::now();
     loop {
-        if let Ok(answer) = service.understand(client, "hello").await {
+        if let Ok(answer) = service.endpoint.understand(client, "hello").await {
             if answer.get("intent").is_some() {
                 println!(
                     "{} ready in {:.1} s",
-                    service.name,
+                    service.name(),
                     started.elapsed().as_secs_f64()
                 );
                 return Ok(());
             }
         }
-        let exited = std::process::Command::new("kill")
-            .arg("-0")
-            .arg(service.pid().map(|p| p.to_string()).unwrap_or_default())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| !s.success())
-            .unwrap_or(false);
+        let exited = matches!(service.child.try_wait(), Ok(Some(_)));
         if exited || started.elapsed() > READY_TIMEOUT {
             let log = std::fs::read_to_string(&service.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(BenchError::Baseline(format!(
                 "{} did not become ready ({}); the end of its log:\n{}",
-                service.name,
+                service.name(),
                 if exited { "it exited" } else { "timed out" },
                 tail.join("\n")
             )));
@@ -433,10 +456,12 @@ async fn check_same_answers(
     let mut same_first_chunk = 0;
     for text in SAMPLE_MESSAGES {
         let baton = services[0]
+            .endpoint
             .understand(client, text)
             .await
             .map_err(BenchError::Http)?;
         let python = services[1]
+            .endpoint
             .understand(client, text)
             .await
             .map_err(BenchError::Http)?;
@@ -460,8 +485,9 @@ async fn measure(
     args: &BenchArgs,
     run: usize,
 ) -> Result<RunFigures, BenchError> {
+    let endpoint = &service.endpoint;
     for text in SAMPLE_MESSAGES.iter().cycle().take(args.warmup) {
-        service
+        endpoint
             .understand(client, text)
             .await
             .map_err(BenchError::Http)?;
@@ -470,7 +496,7 @@ async fn measure(
     let mut server_ms = Vec::new();
     for text in SAMPLE_MESSAGES.iter().cycle().take(args.messages) {
         let started = Instant::now();
-        let answer = service
+        let answer = endpoint
             .understand(client, text)
             .await
             .map_err(BenchError::Http)?;
@@ -489,9 +515,7 @@ async fn measure(
         let next = next.clone();
         let client = client.clone();
         let total = args.concurrent_messages;
-        let url = service.understand_url.clone();
-        let bearer = service.bearer.clone();
-        let name = service.name;
+        let endpoint = endpoint.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -500,15 +524,8 @@ async fn measure(
                     return Ok::<_, String>(latencies);
                 }
                 let text = SAMPLE_MESSAGES[index % SAMPLE_MESSAGES.len()];
-                let mut request = client.post(&url).json(&serde_json::json!({ "text": text }));
-                if let Some(token) = &bearer {
-                    request = request.bearer_auth(token);
-                }
                 let sent = Instant::now();
-                let response = request.send().await.map_err(|e| e.to_string())?;
-                if !response.status().is_success() {
-                    return Err(format!("{name} answered {}", response.status()));
-                }
+                let response = endpoint.send(&client, text).await?;
                 response.bytes().await.map_err(|e| e.to_string())?;
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
             }
@@ -532,7 +549,7 @@ async fn measure(
         concurrent: LatencySummary::from_millis(concurrent_ms),
         rss_mib,
         peak_rss_mib,
-        server_understanding: (service.name == "baton")
+        server_understanding: (service.name() == "baton")
             .then(|| LatencySummary::from_millis(server_ms)),
     })
 }
