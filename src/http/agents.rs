@@ -23,6 +23,18 @@ use crate::store::{AgentRecord, Millis};
 /// Largest WebSocket frame accepted from a client.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// Bytes read from a socket at a time. tungstenite allocates this per connection up front (128 KiB
+/// by default), which dominated the memory of idle customer sockets; frames are small JSON, and a
+/// larger one is still read whole, in several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frame and buffer sizes shared by both sockets.
+fn sized(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+}
+
 /// The agent a bearer token belongs to.
 async fn agent_from_token(state: &AppState, token: &str) -> Result<AgentRecord, AppError> {
     let now = state.handoff.clock().now();
@@ -172,12 +184,10 @@ pub async fn agent_socket(
         .ok_or(AppError::MissingToken)?;
     let agent = agent_from_token(&state, &token).await?;
     let permit = state.limits.open_socket(SocketKind::Agent)?;
-    Ok(upgrade
-        .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            crate::http::ws::run_agent(state, agent, socket).await;
-            drop(permit);
-        }))
+    Ok(sized(upgrade).on_upgrade(move |socket| async move {
+        crate::http::ws::run_agent(state, agent, socket).await;
+        drop(permit);
+    }))
 }
 
 #[utoipa::path(
@@ -212,12 +222,10 @@ pub async fn customer_socket(
         Err(other) => return Err(other.into()),
     }
     let permit = state.limits.open_socket(SocketKind::Customer)?;
-    Ok(upgrade
-        .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            crate::http::ws::run_customer(state, id, socket).await;
-            drop(permit);
-        }))
+    Ok(sized(upgrade).on_upgrade(move |socket| async move {
+        crate::http::ws::run_customer(state, id, socket).await;
+        drop(permit);
+    }))
 }
 
 #[utoipa::path(
