@@ -115,7 +115,13 @@ impl Components {
             Some(encoder) => encoder,
             None => EncoderPool::start(&model_files, &settings.encoder)?,
         };
-        let database = Arc::new(SqlStore::connect(&settings.database_url()).await?);
+        let database = Arc::new(
+            SqlStore::connect_with(
+                &settings.database_url(),
+                settings.database.sqlite_synchronous,
+            )
+            .await?,
+        );
         let store: Arc<dyn Store> = database.clone();
         let handoffs: Arc<dyn HandoffStore> = database;
         let index_dir = settings.paths.data.join("index");

@@ -413,9 +413,12 @@ fn read_password(from_stdin: bool) -> Result<(String, bool), CliError> {
 async fn agents(settings: Settings, command: AgentsCommand) -> Result<(), CliError> {
     use crate::store::{AgentUpdate, HandoffStore, SqlStore};
     // Only the database: this works next to a running server.
-    let store = SqlStore::connect(&settings.database_url())
-        .await
-        .map_err(StartupError::from)?;
+    let store = SqlStore::connect_with(
+        &settings.database_url(),
+        settings.database.sqlite_synchronous,
+    )
+    .await
+    .map_err(StartupError::from)?;
     let other = |e: crate::store::StoreError| CliError::Other(e.to_string());
     match command {
         AgentsCommand::Add {

@@ -98,6 +98,9 @@ impl Default for PathSettings {
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://...`. Unset: `sqlite://<data>/baton.db`.
     pub url: Option<String>,
+    /// SQLite only: `full` (default: acknowledged messages survive power loss) or `normal`
+    /// (faster; they survive a crash of the process, not of the machine).
+    pub sqlite_synchronous: crate::store::sql::SqliteSynchronous,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,29 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgr
 /// before failing with "database is locked". Writers of this process never wait on it (they queue
 /// on `sqlite_writer`), so it only has to outlast a concurrent ingest transaction.
 const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
+/// How hard SQLite syncs a commit to disk (`database.sqlite_synchronous`). Both keep every
+/// acknowledged message across a crash of the process (kill -9, a panic, an OOM kill): in WAL mode
+/// a commit is in the log before it is acknowledged either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    /// fsync on every commit: acknowledged messages also survive power loss and an OS crash.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: faster; after power loss or an OS crash the last commits
+    /// before it may be lost.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "PRAGMA synchronous = FULL;",
+            SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL;",
+        }
+    }
+}
+
 /// Only one SQLite connection writes at a time; the others serve concurrent reads.
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
@@ -144,10 +167,18 @@ impl SqlStore {
     /// Connect to `sqlite://PATH` (the file and its directory are created when missing) or
     /// `postgres://...`, and bring the schema up to date.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        Self::connect_with(url, SqliteSynchronous::default()).await
+    }
+
+    /// As [`SqlStore::connect`], with SQLite's sync level (ignored for PostgreSQL).
+    pub async fn connect_with(
+        url: &str,
+        synchronous: SqliteSynchronous,
+    ) -> Result<SqlStore, StoreError> {
         let target = DatabaseTarget::parse(url)?;
         sqlx::any::install_default_drivers();
         let store = match target.dialect {
-            Dialect::Sqlite => Self::connect_sqlite(&target).await?,
+            Dialect::Sqlite => Self::connect_sqlite(&target, synchronous).await?,
             Dialect::Postgres => Self::connect_postgres(&target).await?,
         };
         let migrator = match target.dialect {
@@ -161,7 +192,10 @@ impl SqlStore {
         Ok(store)
     }
 
-    async fn connect_sqlite(target: &DatabaseTarget) -> Result<SqlStore, StoreError> {
+    async fn connect_sqlite(
+        target: &DatabaseTarget,
+        synchronous: SqliteSynchronous,
+    ) -> Result<SqlStore, StoreError> {
         if let Some(directory) = target.sqlite_file.as_deref().and_then(Path::parent) {
             if !directory.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(directory)
@@ -175,9 +209,10 @@ impl SqlStore {
         // The `Any` driver only takes a URL, which cannot carry these settings.
         let pool = AnyPoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
-            .after_connect(|connection, _| {
+            .after_connect(move |connection, _| {
                 Box::pin(async move {
                     connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;
+                    connection.execute(synchronous.pragma()).await?;
                     Ok(())
                 })
             })
@@ -1045,7 +1080,24 @@ mod tests {
                 .await
                 .expect("busy_timeout");
             assert_eq!(busy_timeout, 30_000);
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **connection)
+                .await
+                .expect("synchronous");
+            assert_eq!(synchronous, 2, "FULL unless configured otherwise");
         }
+        drop((first, second));
+        let normal = SqlStore::connect_with(
+            &format!("sqlite://{}", file.display()),
+            SqliteSynchronous::Normal,
+        )
+        .await
+        .expect("connect");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&normal.pool)
+            .await
+            .expect("synchronous");
+        assert_eq!(synchronous, 1);
     }
 
     #[tokio::test]
