@@ -317,9 +317,7 @@ impl Engine {
 
     /// The text with personal and payment data masked, counted in the metrics.
     fn masked(&self, text: &str) -> String {
-        let masked = self.masker.mask(text);
-        self.metrics.count_masked(&masked.found);
-        masked.text
+        self.metrics.masked(&self.masker, text)
     }
 
     /// What to read of messages in conversations a person owns (default: the agent panel's
@@ -480,11 +478,7 @@ impl Engine {
     /// caller, which has the history.
     async fn read_for_agent_panel(&self, text: &str) -> Result<Understanding, EngineError> {
         let started = Instant::now();
-        let sentiment = if self.encoder.has_sentiment() {
-            self.encoder.sentiment(text).await?
-        } else {
-            None
-        };
+        let sentiment = self.encoder.sentiment(text).await?;
         let total_ms = ms(started);
         self.metrics.observe_stage("agent_panel", total_ms / 1000.0);
         Ok(Understanding {

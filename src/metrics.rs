@@ -171,11 +171,13 @@ impl Metrics {
         }
     }
 
-    /// Count what masking found in one text.
-    pub fn count_masked(&self, found: &[crate::privacy::PiiKind]) {
-        for kind in found {
+    /// `text` with personal and payment data masked, what was found counted by kind.
+    pub fn masked(&self, masker: &crate::privacy::Masker, text: &str) -> String {
+        let masked = masker.mask(text);
+        for kind in &masked.found {
             self.pii_masked.with_label_values(&[kind.as_str()]).inc();
         }
+        masked.text
     }
 
     /// The Prometheus text exposition of every metric.

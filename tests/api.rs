@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::app::{spawn_app, spawn_with, test_settings, TestApp, ADMIN_KEY};
+use common::app::{spawn_app, spawn_with, test_settings, ADMIN_KEY};
 use serde_json::{json, Value};
 
 fn reasons(body: &Value) -> Vec<String> {
@@ -337,22 +337,11 @@ async fn admin_endpoints_need_the_admin_key() {
     app.stop().await;
 }
 
-async fn admin_get(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn documents_can_be_uploaded_searched_and_deleted() {
     let app = spawn_app().await;
-    let before = admin_get(&app, "/v1/admin/documents")
+    let before = app
+        .admin_get("/v1/admin/documents")
         .await
         .as_array()
         .unwrap()
@@ -386,14 +375,12 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again[0]["status"], "unchanged");
 
-    let hits = admin_get(
-        &app,
-        "/v1/admin/knowledge/search?q=how%20do%20I%20redeem%20a%20gift%20card",
-    )
-    .await;
+    let hits = app
+        .admin_get("/v1/admin/knowledge/search?q=how%20do%20I%20redeem%20a%20gift%20card")
+        .await;
     assert_eq!(hits[0]["document_id"], document_id.as_str(), "{hits}");
     assert_eq!(
-        admin_get(&app, "/v1/admin/documents")
+        app.admin_get("/v1/admin/documents")
             .await
             .as_array()
             .unwrap()
@@ -445,7 +432,7 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
         .unwrap();
     assert_eq!(bad_name.status(), 400);
     assert_eq!(
-        admin_get(&app, "/v1/admin/documents")
+        app.admin_get("/v1/admin/documents")
             .await
             .as_array()
             .unwrap()
@@ -470,11 +457,9 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    let hits = admin_get(
-        &app,
-        "/v1/admin/knowledge/search?q=redeem%20gift%20card%20code",
-    )
-    .await;
+    let hits = app
+        .admin_get("/v1/admin/knowledge/search?q=redeem%20gift%20card%20code")
+        .await;
     assert!(hits
         .as_array()
         .unwrap()
@@ -489,7 +474,7 @@ async fn conversations_and_knowledge_survive_a_restart() {
     let app = spawn_with(test_settings(scratch.path())).await;
     let (id, token) = app.conversation().await;
     let (_, first) = app.say(&id, &token, "can I pay with paypal?").await;
-    let chunks_before = admin_get(&app, "/v1/admin/documents").await;
+    let chunks_before = app.admin_get("/v1/admin/documents").await;
     app.stop().await;
 
     let app = spawn_with(test_settings(scratch.path())).await;
@@ -498,7 +483,7 @@ async fn conversations_and_knowledge_survive_a_restart() {
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["text"], "can I pay with paypal?");
     assert_eq!(messages[0]["decision"], first["decision"]);
-    assert_eq!(admin_get(&app, "/v1/admin/documents").await, chunks_before);
+    assert_eq!(app.admin_get("/v1/admin/documents").await, chunks_before);
     let ready: Value = app
         .client
         .get(app.url("/readyz"))

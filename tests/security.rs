@@ -281,16 +281,7 @@ async fn every_admin_endpoint_needs_the_admin_key() {
         }
     }
     // Nothing was created by the refused calls.
-    let agents: Value = app
-        .client
-        .get(app.url("/v1/admin/agents"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agents = app.admin_get("/v1/admin/agents").await;
     let names: Vec<&str> = agents
         .as_array()
         .unwrap()
@@ -305,18 +296,7 @@ async fn every_admin_endpoint_needs_the_admin_key() {
 async fn upload_names_cannot_reach_outside_the_knowledge_base() {
     let human = human_side(|_| {}).await;
     let app = &human.app;
-    let documents = || async {
-        app.client
-            .get(app.url("/v1/admin/documents"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    let before = documents().await;
+    let before = app.admin_get("/v1/admin/documents").await;
     let tricks = [
         "../evil.md",
         "../../evil.md",
@@ -376,7 +356,11 @@ async fn upload_names_cannot_reach_outside_the_knowledge_base() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(documents().await, before, "no document was added");
+    assert_eq!(
+        app.admin_get("/v1/admin/documents").await,
+        before,
+        "no document was added"
+    );
 
     // Nothing was written next to or above the data directory.
     let parent = app.data_dir.parent().unwrap();

@@ -145,9 +145,7 @@ impl HandoffService {
 
     /// The text with personal and payment data masked, counted in the metrics.
     fn masked(&self, text: &str) -> String {
-        let masked = self.masker.mask(text);
-        self.metrics.count_masked(&masked.found);
-        masked.text
+        self.metrics.masked(&self.masker, text)
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

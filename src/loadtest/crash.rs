@@ -23,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{connect, http_err, LoadError, SendRetrying, Socket};
+use super::{
+    ask_for_a_person, connect, http_err, new_conversation, LoadError, SendRetrying, Socket,
+};
 
 #[derive(Debug, Args)]
 pub struct CrashArgs {
@@ -156,33 +158,9 @@ pub async fn run(args: CrashArgs, global: Vec<OsString>) -> Result<CrashCounts, 
     let handed_off = (args.customers as f64 * args.handed_off.clamp(0.0, 1.0)).round() as usize;
     let mut records = Vec::with_capacity(args.customers);
     for index in 0..args.customers {
-        let conversation: Value = client
-            .post(format!("{base}/v1/conversations"))
-            .send_retrying()
-            .await
-            .map_err(http_err)?
-            .json()
-            .await
-            .map_err(http_err)?;
-        let id = conversation["id"].as_str().unwrap_or_default().to_string();
-        let token = conversation["token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let (id, token) = new_conversation(&client, &base).await?;
         if index < handed_off {
-            let response = client
-                .post(format!("{base}/v1/conversations/{id}/messages"))
-                .bearer_auth(&token)
-                .json(&json!({ "text": "I want to talk to a human" }))
-                .send_retrying()
-                .await
-                .map_err(http_err)?;
-            if !response.status().is_success() {
-                return Err(LoadError::Http(format!(
-                    "handing off: {}",
-                    response.text().await.unwrap_or_default()
-                )));
-            }
+            ask_for_a_person(&client, &base, &id, &token).await?;
         }
         records.push(CustomerRecord {
             id,

@@ -87,6 +87,48 @@ impl SendRetrying for reqwest::RequestBuilder {
     }
 }
 
+/// A new conversation: (id, token).
+async fn new_conversation(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<(String, String), LoadError> {
+    let conversation: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .send_retrying()
+        .await
+        .map_err(http_err)?
+        .json()
+        .await
+        .map_err(http_err)?;
+    let field = |name: &str| conversation[name].as_str().unwrap_or_default().to_string();
+    Ok((field("id"), field("token")))
+}
+
+/// The customer asks for a person; the conversation must be handed off.
+async fn ask_for_a_person(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    token: &str,
+) -> Result<(), LoadError> {
+    let turn: Value = client
+        .post(format!("{base}/v1/conversations/{id}/messages"))
+        .bearer_auth(token)
+        .json(&json!({ "text": "I want to talk to a human" }))
+        .send_retrying()
+        .await
+        .map_err(http_err)?
+        .json()
+        .await
+        .map_err(http_err)?;
+    if turn["decision"] != "handoff" {
+        return Err(LoadError::Protocol(format!(
+            "expected a handoff, got {turn}"
+        )));
+    }
+    Ok(())
+}
+
 fn http_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Http(e.to_string())
 }
@@ -223,34 +265,8 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                 .acquire_owned()
                 .await
                 .map_err(|e| LoadError::Http(e.to_string()))?;
-            let conversation: Value = client
-                .post(format!("{base}/v1/conversations"))
-                .send_retrying()
-                .await
-                .map_err(http_err)?
-                .json()
-                .await
-                .map_err(http_err)?;
-            let id = conversation["id"].as_str().unwrap_or_default().to_string();
-            let token = conversation["token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let turn: Value = client
-                .post(format!("{base}/v1/conversations/{id}/messages"))
-                .bearer_auth(&token)
-                .json(&json!({ "text": "I want to talk to a human" }))
-                .send_retrying()
-                .await
-                .map_err(http_err)?
-                .json()
-                .await
-                .map_err(http_err)?;
-            if turn["decision"] != "handoff" {
-                return Err(LoadError::Protocol(format!(
-                    "expected a handoff, got {turn}"
-                )));
-            }
+            let (id, token) = new_conversation(&client, &base).await?;
+            ask_for_a_person(&client, &base, &id, &token).await?;
             Ok::<_, LoadError>((id, token))
         }));
     }

@@ -555,8 +555,11 @@ impl EncoderPool {
     /// The sentiment of one text, without embedding it (None when no sentiment model is
     /// installed).
     pub async fn sentiment(&self, text: &str) -> Result<Option<SentimentScores>, EncoderError> {
-        let mut analyses = self.submit(vec![text.to_string()], true, false).await?;
-        Ok(analyses.pop().ok_or(EncoderError::WorkersGone)?.sentiment)
+        if !self.has_sentiment {
+            return Ok(None);
+        }
+        let mut scores = self.sentiment_many(vec![text.to_string()]).await?;
+        scores.pop().ok_or(EncoderError::WorkersGone)
     }
 
     /// Sentiment only (no embeddings), for evaluations of the sentiment model.

@@ -161,6 +161,19 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET an admin endpoint with the admin key; it must answer 200.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("json")
+    }
+
     pub async fn transcript(&self, id: &str, token: &str) -> Value {
         let response = self
             .client
