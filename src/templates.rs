@@ -126,7 +126,7 @@ pub fn render(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-fn placeholders(template: &str) -> Vec<&str> {
+pub fn placeholders(template: &str) -> Vec<&str> {
     let mut names = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {

@@ -3,6 +3,7 @@
 //! write a JSON report (`--json OUT`) for machines and for `baton eval compare`, and an HTML page
 //! for people (`--html OUT`).
 
+pub mod answers;
 pub mod compare;
 pub mod conversations;
 pub mod frustration;
@@ -30,6 +31,9 @@ pub enum EvalCommand {
     Retrieval(retrieval::RetrievalArgs),
     /// Scripted conversations (YAML, see docs/evals.md) against a knowledge folder (--knowledge).
     Conversations(conversations::ConversationsArgs),
+    /// Answer quality per answer writer (extractive, and the LLM when configured or --llm-url):
+    /// facts found, sources cited, declines on uncovered questions, citation validity, latency.
+    Answers(answers::AnswersArgs),
     /// What got better or worse between two reports of the same kind (--json outputs).
     Compare(compare::CompareArgs),
     /// The sentiment model on TweetEval (test_text.txt, test_labels.txt, mapping.txt).
@@ -72,6 +76,7 @@ pub async fn run(settings: Settings, command: EvalCommand) -> Result<(), EvalErr
         EvalCommand::Intents(args) => intents::run(&settings, args).await,
         EvalCommand::Retrieval(args) => retrieval::run(&settings, args).await,
         EvalCommand::Conversations(args) => conversations::run(&settings, args).await,
+        EvalCommand::Answers(args) => answers::run(&settings, args).await,
         EvalCommand::Compare(args) => compare::run(args),
         EvalCommand::Sentiment(args) => sentiment::run(&settings, args).await,
         EvalCommand::Frustration(args) => frustration::run(&settings, args).await,

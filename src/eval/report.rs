@@ -671,7 +671,7 @@ const RED: &str = "#d64545";
 const INK: &str = "#1d2433";
 const MUTED: &str = "#8a93a6";
 
-fn pct(value: f64) -> String {
+pub fn pct(value: f64) -> String {
     format!("{:.1}%", value * 100.0)
 }
 
@@ -685,7 +685,7 @@ fn quality_color(value: f64) -> &'static str {
     }
 }
 
-fn card(label: &str, value: &str, hint: &str) -> String {
+pub fn card(label: &str, value: &str, hint: &str) -> String {
     format!(
         "<div class=\"card\"><div class=\"value\">{}</div><div class=\"label\">{}</div>\
          <div class=\"hint\">{}</div></div>",
@@ -695,7 +695,7 @@ fn card(label: &str, value: &str, hint: &str) -> String {
     )
 }
 
-fn section_cards(body: &mut String, cards: &[String]) {
+pub fn section_cards(body: &mut String, cards: &[String]) {
     let _ = write!(
         body,
         "<section class=\"cards\">{}</section>",
@@ -967,7 +967,7 @@ fn column_chart(columns: &[(&str, f64)]) -> String {
     svg
 }
 
-fn page(title: &str, subtitle: &str, body: &str) -> String {
+pub fn page(title: &str, subtitle: &str, body: &str) -> String {
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

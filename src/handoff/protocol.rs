@@ -89,6 +89,12 @@ pub enum CustomerFrame {
     State {
         state: ConversationState,
     },
+    /// Part of the bot's answer while an LLM writes it, to show as a draft: each frame's text
+    /// follows the previous one. The stored reply then arrives as a `message` and replaces the
+    /// draft; it is what counts (citations checked, or a handoff when the model declined).
+    Delta {
+        text: String,
+    },
     /// A customer message was stored (its id; the reply follows as its own message).
     Ack {
         #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -275,10 +275,30 @@ async fn customer_command(
                     return None;
                 }
             }
-            let result = state
-                .engine
-                .handle_customer_message(conversation_id, &text, client_message_id.as_deref())
-                .await;
+            // An LLM's answer is forwarded as delta frames while it is written.
+            let (deltas, mut written) = tokio::sync::mpsc::unbounded_channel();
+            let mut customer_gone = false;
+            let result = {
+                let turn = state.engine.handle_customer_message_streaming(
+                    conversation_id,
+                    &text,
+                    client_message_id.as_deref(),
+                    Some(&deltas),
+                );
+                tokio::pin!(turn);
+                loop {
+                    tokio::select! {
+                        result = &mut turn => break result,
+                        Some(text) = written.recv(), if !customer_gone => {
+                            // The turn goes on without a listener: its reply is stored either way.
+                            customer_gone = !send_json(sink, &CustomerFrame::Delta { text }).await;
+                        }
+                    }
+                }
+            };
+            if customer_gone {
+                return None;
+            }
             if bot_answers {
                 let typing = CustomerFrame::Typing {
                     who: Typist::Bot,

@@ -4,5 +4,6 @@
 pub mod app;
 pub mod backends;
 pub mod human;
+pub mod llm;
 pub mod pg;
 pub mod ws;

@@ -1,8 +1,15 @@
 //! Writing the answer once the policy has decided to answer from knowledge. Without an LLM the
-//! answer is the best chunk itself, trimmed to a readable length; an LLM-backed writer (any
-//! OpenAI-compatible server through async-openai) plugs in behind the same trait.
+//! answer is the best chunk itself, trimmed to a readable length ([`ExtractiveAnswerer`]); with
+//! one ([`llm::LlmAnswerWriter`], any OpenAI-compatible server through async-openai) the top
+//! chunks become numbered passages, the answer must cite them, and an answer that cites nothing
+//! is a decline the engine turns into a handoff.
+
+pub mod grounding;
+pub mod llm;
+pub mod prompt;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::knowledge::retrieval::KnowledgeHit;
 
@@ -10,8 +17,11 @@ use crate::knowledge::retrieval::KnowledgeHit;
 pub enum AnswerError {
     #[error("no knowledge to answer from")]
     NoKnowledge,
-    #[error("answer writer failed: {0}")]
-    Writer(String),
+    /// The writer could not produce an answer (server down, too slow, circuit open, garbage):
+    /// the engine falls back to the extractive answer. `cause` is a short machine-readable label
+    /// (the metric's outcome), `detail` is for the log.
+    #[error("answer writer unavailable ({cause}): {detail}")]
+    Unavailable { cause: &'static str, detail: String },
 }
 
 /// What an answer writer is given.
@@ -21,12 +31,28 @@ pub struct AnswerRequest<'a> {
     pub hits: &'a [KnowledgeHit],
     /// Earlier turns, oldest first, as (role, text).
     pub history: &'a [(String, String)],
+    /// Where to send the answer's text as it is written (the customer's WebSocket). The final
+    /// reply is authoritative: it may differ from the deltas (citations checked, a decline).
+    pub deltas: Option<&'a UnboundedSender<String>>,
+}
+
+/// A written answer, or a reasoned refusal to answer from the knowledge given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Written {
+        text: String,
+        /// Indexes into `AnswerRequest::hits` of the knowledge the answer rests on, in the
+        /// order first cited; never empty.
+        cited: Vec<usize>,
+    },
+    /// The writer says the knowledge does not answer the question (or it cited nothing valid).
+    Declined { why: String },
 }
 
 #[async_trait]
 pub trait AnswerWriter: Send + Sync {
-    /// The answer text. Implementations must only use the given knowledge.
-    async fn write(&self, request: AnswerRequest<'_>) -> Result<String, AnswerError>;
+    /// The answer. Implementations must only use the given knowledge.
+    async fn write(&self, request: AnswerRequest<'_>) -> Result<Answer, AnswerError>;
     /// Short name for logs and the understanding ("extractive", "llm:MODEL").
     fn name(&self) -> &str;
 }
@@ -38,9 +64,12 @@ pub struct ExtractiveAnswerer {
 
 #[async_trait]
 impl AnswerWriter for ExtractiveAnswerer {
-    async fn write(&self, request: AnswerRequest<'_>) -> Result<String, AnswerError> {
+    async fn write(&self, request: AnswerRequest<'_>) -> Result<Answer, AnswerError> {
         let best = request.hits.first().ok_or(AnswerError::NoKnowledge)?;
-        Ok(trim_to_sentences(&best.chunk.text, self.max_chars))
+        Ok(Answer::Written {
+            text: trim_to_sentences(&best.chunk.text, self.max_chars),
+            cited: vec![0],
+        })
     }
 
     fn name(&self) -> &str {

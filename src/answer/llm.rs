@@ -1,0 +1,285 @@
+//! Answers written by a chat model on any OpenAI-compatible server (llama.cpp's llama-server,
+//! vLLM, a hosted API), through async-openai, streamed. The model sees the top chunks as numbered
+//! passages and the recent conversation, with personal data masked; what it writes is judged by
+//! [`grounding::judge`]. Anything that goes wrong (refused connection, timeout, a broken stream,
+//! an empty reply) is an [`AnswerError::Unavailable`] the engine answers extractively instead,
+//! and a circuit breaker stops calling a server that keeps failing.
+
+use std::time::{Duration, Instant};
+
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
+    CreateChatCompletionRequest,
+};
+use async_openai::Client;
+use async_trait::async_trait;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::answer::grounding::{self, showable_prefix};
+use crate::answer::prompt::AnswerPrompt;
+use crate::answer::{Answer, AnswerError, AnswerRequest, AnswerWriter};
+use crate::config::LlmSettings;
+use crate::metrics::Metrics;
+use crate::privacy::Masker;
+
+pub struct LlmAnswerWriter {
+    client: Client<OpenAIConfig>,
+    settings: LlmSettings,
+    prompt: AnswerPrompt,
+    masker: Masker,
+    breaker: Breaker,
+    metrics: Metrics,
+    name: String,
+}
+
+impl LlmAnswerWriter {
+    /// The API key is read from the environment variable `settings.api_key_env` names, here and
+    /// nowhere else; it is never logged.
+    pub fn new(
+        settings: &LlmSettings,
+        prompt: AnswerPrompt,
+        masker: Masker,
+        metrics: Metrics,
+    ) -> Self {
+        let mut config = OpenAIConfig::new().with_api_base(settings.base_url.trim_end_matches('/'));
+        if let Some(key) = std::env::var(&settings.api_key_env)
+            .ok()
+            .filter(|key| !key.is_empty())
+        {
+            config = config.with_api_key(key);
+        }
+        Self {
+            client: Client::with_config(config),
+            settings: settings.clone(),
+            prompt,
+            masker,
+            breaker: Breaker::new(
+                settings.breaker_failures,
+                Duration::from_secs(settings.breaker_cooldown_secs),
+            ),
+            metrics,
+            name: format!("llm:{}", settings.model),
+        }
+    }
+
+    /// The messages sent for one question: customer text masked (it is masked before storage
+    /// already; this keeps the promise even for text that came another way). Knowledge passages
+    /// are the business's own published text and go as they are.
+    pub fn messages(&self, request: &AnswerRequest<'_>) -> Vec<ChatCompletionRequestMessage> {
+        let passages = grounding::passages(request.hits, self.settings.passages);
+        let recent = request
+            .history
+            .len()
+            .saturating_sub(self.settings.history_turns);
+        let conversation: Vec<String> = request.history[recent..]
+            .iter()
+            .map(|(role, text)| format!("{role}: {}", self.masker.mask(text).text))
+            .collect();
+        let conversation = if conversation.is_empty() {
+            "(none)".to_string()
+        } else {
+            conversation.join("\n")
+        };
+        let question = self.masker.mask(request.question).text;
+        let turns = self.prompt.turns(&passages, &conversation, &question);
+        let mut messages: Vec<ChatCompletionRequestMessage> =
+            vec![ChatCompletionRequestSystemMessage::from(turns.system).into()];
+        for (example_user, example_answer) in turns.examples {
+            messages.push(ChatCompletionRequestUserMessage::from(example_user).into());
+            messages.push(ChatCompletionRequestAssistantMessage::from(example_answer).into());
+        }
+        messages.push(ChatCompletionRequestUserMessage::from(turns.user).into());
+        messages
+    }
+
+    /// The model's whole reply, forwarding what may be shown to `request.deltas` as it comes.
+    async fn stream_reply(&self, request: &AnswerRequest<'_>) -> Result<String, AnswerError> {
+        #[allow(deprecated)] // `max_tokens` is what every OpenAI-compatible server understands
+        let body = CreateChatCompletionRequest {
+            model: self.settings.model.clone(),
+            messages: self.messages(request),
+            max_tokens: Some(self.settings.max_tokens),
+            temperature: Some(self.settings.temperature),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut stream = self
+            .client
+            .chat()
+            .create_stream(body)
+            .await
+            .map_err(|e| unavailable("error", e))?;
+        let mut reply = String::new();
+        let mut shown = 0usize;
+        let mut first_token = true;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| unavailable("error", e))?;
+            for choice in chunk.choices {
+                let Some(content) = choice.delta.content else {
+                    continue;
+                };
+                if first_token && !content.is_empty() {
+                    first_token = false;
+                    self.metrics
+                        .llm_first_token
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                reply.push_str(&content);
+                if let Some(deltas) = request.deltas {
+                    if showable_prefix(&reply, &self.prompt.decline_marker) && shown < reply.len() {
+                        // The customer may have gone: the answer is still stored and sent.
+                        let _ = deltas.send(reply[shown..].to_string());
+                        shown = reply.len();
+                    }
+                }
+            }
+        }
+        Ok(reply)
+    }
+}
+
+fn unavailable(cause: &'static str, error: impl std::fmt::Display) -> AnswerError {
+    AnswerError::Unavailable {
+        cause,
+        detail: error.to_string(),
+    }
+}
+
+#[async_trait]
+impl AnswerWriter for LlmAnswerWriter {
+    async fn write(&self, request: AnswerRequest<'_>) -> Result<Answer, AnswerError> {
+        if request.hits.is_empty() {
+            return Err(AnswerError::NoKnowledge);
+        }
+        let outcome = if !self.breaker.allows() {
+            Err(unavailable(
+                "circuit_open",
+                "the LLM failed repeatedly; not called until the cool-down ends",
+            ))
+        } else {
+            let timeout = Duration::from_millis(self.settings.timeout_ms);
+            let result = match tokio::time::timeout(timeout, self.stream_reply(&request)).await {
+                Ok(result) => result,
+                Err(_) => Err(unavailable(
+                    "timeout",
+                    format!("no complete answer within {} ms", self.settings.timeout_ms),
+                )),
+            };
+            let result = result.and_then(|reply| {
+                if reply.trim().is_empty() {
+                    Err(unavailable("empty", "the model returned no text"))
+                } else {
+                    Ok(reply)
+                }
+            });
+            self.breaker.record(result.is_ok());
+            let given = request.hits.len().min(self.settings.passages);
+            result.map(|reply| grounding::judge(&reply, given, &self.prompt.decline_marker))
+        };
+        let label = match &outcome {
+            Ok(Answer::Written { .. }) => "answered",
+            Ok(Answer::Declined { .. }) => "declined",
+            Err(AnswerError::Unavailable { cause, .. }) => cause,
+            Err(AnswerError::NoKnowledge) => "no_knowledge",
+        };
+        self.metrics.llm_requests.with_label_values(&[label]).inc();
+        outcome
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then lets
+/// one through (a success closes it, a failure opens it again).
+struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures_in_a_row: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            threshold,
+            cooldown,
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    fn allows(&self) -> bool {
+        let state = self.state.lock();
+        state.open_until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn record(&self, success: bool) {
+        let mut state = self.state.lock();
+        if success {
+            *state = BreakerState::default();
+            return;
+        }
+        state.failures_in_a_row += 1;
+        if self.threshold > 0 && state.failures_in_a_row >= self.threshold {
+            state.open_until = Some(Instant::now() + self.cooldown);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_failures_in_a_row_and_a_success_closes_it() {
+        let breaker = Breaker::new(2, Duration::from_millis(40));
+        assert!(breaker.allows());
+        breaker.record(false);
+        assert!(breaker.allows(), "one failure is not enough");
+        breaker.record(true);
+        breaker.record(false);
+        assert!(breaker.allows(), "a success in between resets the count");
+        breaker.record(false);
+        assert!(!breaker.allows(), "two in a row open it");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allows(), "after the cool-down one call may try");
+        breaker.record(false);
+        assert!(!breaker.allows(), "and a failed trial opens it again");
+    }
+
+    #[test]
+    fn customer_text_is_masked_before_it_goes_to_the_model() {
+        let prompt =
+            AnswerPrompt::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts"))
+                .unwrap();
+        let writer = LlmAnswerWriter::new(
+            &LlmSettings::default(),
+            prompt,
+            Masker::new(Default::default()),
+            Metrics::new(),
+        );
+        let history = vec![(
+            "customer".to_string(),
+            "mail me at ana@example.com".to_string(),
+        )];
+        let request = AnswerRequest {
+            question: "my card 4111 1111 1111 1111 was charged twice",
+            hits: &[],
+            history: &history,
+            deltas: None,
+        };
+        let sent = serde_json::to_string(&writer.messages(&request)).unwrap();
+        assert!(!sent.contains("4111 1111 1111 1111"), "{sent}");
+        assert!(!sent.contains("ana@example.com"), "{sent}");
+        assert!(sent.contains("was charged twice"), "{sent}");
+    }
+}
