@@ -605,7 +605,12 @@ impl Engine {
         if own_reading_stands {
             return Ok(());
         }
-        let merged = format!("{context} {text}");
+        // The answer writer rewrites it when it can (an LLM); otherwise the two are joined,
+        // which the encoder reads well enough.
+        let merged = match self.answerer.rewrite_follow_up(&context, text).await {
+            Some(rewritten) => rewritten,
+            None => format!("{context} {text}"),
+        };
         let mut merged_detail = self.understand_masked(&merged).await?;
         let own = &detail.understanding;
         merged_detail.understanding.sentiment = own.sentiment.clone();

@@ -135,9 +135,9 @@ impl Metrics {
         let llm_requests = IntCounterVec::new(
             Opts::new(
                 "llm_requests_total",
-                "Answers asked of the LLM, by outcome (answered, declined, timeout, error, circuit_open, empty)",
+                "Calls to the LLM by task (answer, rewrite, draft, summary) and outcome (answered, declined, timeout, error, circuit_open, empty)",
             ),
-            &["outcome"],
+            &["task", "outcome"],
         )
         .expect("static metric definition is valid");
         let llm_first_token = Histogram::with_opts(

@@ -46,8 +46,20 @@ fn write_prompts(dir: &Path, example_answer: &str) {
             "[[example]]\nquestion = {question:?}\nanswer = {example_answer:?}\n"
         ));
     }
+    // Follow-ups are rewritten as a password question, whatever they say.
+    answer.push_str(&format!(
+        "[rewrite]\nsystem = {SAME_AGAIN:?}\nuser = \"Follow-up: {{follow_up}}\"\n"
+    ));
+    for follow_up in ["and that one?", "what about those?", "and then?"] {
+        answer.push_str(&format!(
+            "[[rewrite.example]]\nfollow_up = {follow_up:?}\nanswer = {REWRITTEN:?}\n"
+        ));
+    }
     std::fs::write(dir.join("answer.toml"), answer).unwrap();
 }
+
+/// What the tests' rewrite prompt turns every follow-up into.
+const REWRITTEN: &str = "How do I reset my password?";
 
 struct LlmApp {
     app: TestApp,
@@ -94,10 +106,14 @@ fn reasons(body: &Value) -> Vec<&str> {
 }
 
 fn llm_outcomes(app: &TestApp, outcome: &str) -> u64 {
+    task_outcomes(app, "answer", outcome)
+}
+
+fn task_outcomes(app: &TestApp, task: &str, outcome: &str) -> u64 {
     app.state
         .metrics
         .llm_requests
-        .with_label_values(&[outcome])
+        .with_label_values(&[task, outcome])
         .get()
 }
 
@@ -338,5 +354,32 @@ async fn a_dead_server_opens_the_circuit_so_it_costs_nothing_per_message() {
     }
     assert_eq!(llm_outcomes(&app, "error"), 2, "two calls tried");
     assert_eq!(llm_outcomes(&app, "circuit_open"), 2, "then none");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_follow_up_is_rewritten_by_the_llm_before_retrieval() {
+    let Some(llm) = LlamaServer::start().await else {
+        return;
+    };
+    let LlmApp { app, _prompts } = llm_app(
+        &llm.base_url,
+        Some("Restart the thermostat and your router [2]."),
+        |_| {},
+    )
+    .await;
+    let (id, token) = app.conversation().await;
+    let (_, first) = app.say(&id, &token, QUESTION).await;
+    assert_eq!(first["decision"], "answer", "{first}");
+    let (status, body) = app.say(&id, &token, "and what about that one?").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["understanding"]["rewritten_query"], REWRITTEN,
+        "{body}"
+    );
+    assert_eq!(task_outcomes(&app, "rewrite", "answered"), 1);
+    // The rewritten question is what was searched: the answer cites a password article.
+    let cited = body["reply"]["sources"][0]["title"].as_str().unwrap();
+    assert!(cited.to_lowercase().contains("password"), "{body}");
     app.stop().await;
 }

@@ -17,9 +17,10 @@ use async_openai::Client;
 use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::answer::grounding::{self, showable_prefix};
-use crate::answer::prompt::AnswerPrompt;
+use crate::answer::prompt::{AnswerPrompt, PromptTurns};
 use crate::answer::{Answer, AnswerError, AnswerRequest, AnswerWriter};
 use crate::config::LlmSettings;
 use crate::metrics::Metrics;
@@ -70,38 +71,91 @@ impl LlmAnswerWriter {
     /// are the business's own published text and go as they are.
     pub fn messages(&self, request: &AnswerRequest<'_>) -> Vec<ChatCompletionRequestMessage> {
         let passages = grounding::passages(request.hits, self.settings.passages);
-        let recent = request
-            .history
-            .len()
-            .saturating_sub(self.settings.history_turns);
-        let conversation: Vec<String> = request.history[recent..]
+        let conversation = self.conversation(request.history, self.settings.history_turns);
+        let question = self.masker.mask(request.question).text;
+        chat_messages(
+            self.prompt
+                .answer_turns(&passages, &conversation, &question),
+        )
+    }
+
+    /// The last `turns` turns as `role: text` lines, masked; "(none)" when there are none.
+    fn conversation(&self, history: &[(String, String)], turns: usize) -> String {
+        let recent = history.len().saturating_sub(turns);
+        let lines: Vec<String> = history[recent..]
             .iter()
             .map(|(role, text)| format!("{role}: {}", self.masker.mask(text).text))
             .collect();
-        let conversation = if conversation.is_empty() {
+        if lines.is_empty() {
             "(none)".to_string()
         } else {
-            conversation.join("\n")
-        };
-        let question = self.masker.mask(request.question).text;
-        let turns = self.prompt.turns(&passages, &conversation, &question);
-        let mut messages: Vec<ChatCompletionRequestMessage> =
-            vec![ChatCompletionRequestSystemMessage::from(turns.system).into()];
-        for (example_user, example_answer) in turns.examples {
-            messages.push(ChatCompletionRequestUserMessage::from(example_user).into());
-            messages.push(ChatCompletionRequestAssistantMessage::from(example_answer).into());
+            lines.join("\n")
         }
-        messages.push(ChatCompletionRequestUserMessage::from(turns.user).into());
-        messages
     }
 
-    /// The model's whole reply, forwarding what may be shown to `request.deltas` as it comes.
-    async fn stream_reply(&self, request: &AnswerRequest<'_>) -> Result<String, AnswerError> {
+    /// One completion, streamed, within `timeout`, behind the circuit breaker, counted in
+    /// `baton_llm_requests_total{task, outcome}` (outcomes other than failures are counted by
+    /// the caller, who judges the text). What may be shown goes to `deltas` as it comes; nothing
+    /// is shown while the text could still be `hold_back` (the decline marker).
+    async fn complete(
+        &self,
+        task: &'static str,
+        messages: Vec<ChatCompletionRequestMessage>,
+        max_tokens: u32,
+        timeout: Duration,
+        deltas: Option<&UnboundedSender<String>>,
+        hold_back: &str,
+    ) -> Result<String, AnswerError> {
+        let result = if !self.breaker.allows() {
+            Err(unavailable(
+                "circuit_open",
+                "the LLM failed repeatedly; not called until the cool-down ends",
+            ))
+        } else {
+            let streamed = self.stream_reply(messages, max_tokens, deltas, hold_back);
+            let result = match tokio::time::timeout(timeout, streamed).await {
+                Ok(result) => result,
+                Err(_) => Err(unavailable(
+                    "timeout",
+                    format!("no complete reply within {} ms", timeout.as_millis()),
+                )),
+            };
+            let result = result.and_then(|reply| {
+                if reply.trim().is_empty() {
+                    Err(unavailable("empty", "the model returned no text"))
+                } else {
+                    Ok(reply)
+                }
+            });
+            self.breaker.record(result.is_ok());
+            result
+        };
+        if let Err(AnswerError::Unavailable { cause, .. }) = &result {
+            self.count(task, cause);
+        }
+        result
+    }
+
+    fn count(&self, task: &str, outcome: &str) {
+        self.metrics
+            .llm_requests
+            .with_label_values(&[task, outcome])
+            .inc();
+    }
+
+    /// The model's whole reply, forwarding what may be shown to `deltas` as it comes.
+    async fn stream_reply(
+        &self,
+        messages: Vec<ChatCompletionRequestMessage>,
+        max_tokens: u32,
+        deltas: Option<&UnboundedSender<String>>,
+        hold_back: &str,
+    ) -> Result<String, AnswerError> {
         #[allow(deprecated)] // `max_tokens` is what every OpenAI-compatible server understands
         let body = CreateChatCompletionRequest {
             model: self.settings.model.clone(),
-            messages: self.messages(request),
-            max_tokens: Some(self.settings.max_tokens),
+            messages,
+            max_tokens: Some(max_tokens),
             temperature: Some(self.settings.temperature),
             ..Default::default()
         };
@@ -128,8 +182,8 @@ impl LlmAnswerWriter {
                         .observe(started.elapsed().as_secs_f64());
                 }
                 reply.push_str(&content);
-                if let Some(deltas) = request.deltas {
-                    if showable_prefix(&reply, &self.prompt.decline_marker) && shown < reply.len() {
+                if let Some(deltas) = deltas {
+                    if showable_prefix(&reply, hold_back) && shown < reply.len() {
                         // The customer may have gone: the answer is still stored and sent.
                         let _ = deltas.send(reply[shown..].to_string());
                         shown = reply.len();
@@ -140,6 +194,23 @@ impl LlmAnswerWriter {
         Ok(reply)
     }
 }
+
+fn chat_messages(turns: PromptTurns) -> Vec<ChatCompletionRequestMessage> {
+    let mut messages: Vec<ChatCompletionRequestMessage> =
+        vec![ChatCompletionRequestSystemMessage::from(turns.system).into()];
+    for (example_user, example_answer) in turns.examples {
+        messages.push(ChatCompletionRequestUserMessage::from(example_user).into());
+        messages.push(ChatCompletionRequestAssistantMessage::from(example_answer).into());
+    }
+    messages.push(ChatCompletionRequestUserMessage::from(turns.user).into());
+    messages
+}
+
+/// Follow-up rewrites are short: a question, not an answer.
+const REWRITE_MAX_TOKENS: u32 = 48;
+/// A rewrite is on the path of every follow-up before retrieval: it gets a fraction of the
+/// answer's time.
+const REWRITE_TIMEOUT_SHARE: u64 = 4;
 
 fn unavailable(cause: &'static str, error: impl std::fmt::Display) -> AnswerError {
     AnswerError::Unavailable {
@@ -154,39 +225,50 @@ impl AnswerWriter for LlmAnswerWriter {
         if request.hits.is_empty() {
             return Err(AnswerError::NoKnowledge);
         }
-        let outcome = if !self.breaker.allows() {
-            Err(unavailable(
-                "circuit_open",
-                "the LLM failed repeatedly; not called until the cool-down ends",
-            ))
-        } else {
-            let timeout = Duration::from_millis(self.settings.timeout_ms);
-            let result = match tokio::time::timeout(timeout, self.stream_reply(&request)).await {
-                Ok(result) => result,
-                Err(_) => Err(unavailable(
-                    "timeout",
-                    format!("no complete answer within {} ms", self.settings.timeout_ms),
-                )),
-            };
-            let result = result.and_then(|reply| {
-                if reply.trim().is_empty() {
-                    Err(unavailable("empty", "the model returned no text"))
-                } else {
-                    Ok(reply)
-                }
-            });
-            self.breaker.record(result.is_ok());
-            let given = request.hits.len().min(self.settings.passages);
-            result.map(|reply| grounding::judge(&reply, given, &self.prompt.decline_marker))
+        let reply = self
+            .complete(
+                "answer",
+                self.messages(&request),
+                self.settings.max_tokens,
+                Duration::from_millis(self.settings.timeout_ms),
+                request.deltas,
+                &self.prompt.decline_marker,
+            )
+            .await?;
+        let given = request.hits.len().min(self.settings.passages);
+        let answer = grounding::judge(&reply, given, &self.prompt.decline_marker);
+        let outcome = match &answer {
+            Answer::Written { .. } => "answered",
+            Answer::Declined { why } => {
+                tracing::debug!(why, reply = %reply, "the LLM's reply is not an answer");
+                "declined"
+            }
         };
-        let label = match &outcome {
-            Ok(Answer::Written { .. }) => "answered",
-            Ok(Answer::Declined { .. }) => "declined",
-            Err(AnswerError::Unavailable { cause, .. }) => cause,
-            Err(AnswerError::NoKnowledge) => "no_knowledge",
-        };
-        self.metrics.llm_requests.with_label_values(&[label]).inc();
-        outcome
+        self.count("answer", outcome);
+        Ok(answer)
+    }
+
+    async fn rewrite_follow_up(&self, previous: &str, follow_up: &str) -> Option<String> {
+        let task = self.prompt.rewrite.as_ref()?;
+        let previous = self.masker.mask(previous).text;
+        let follow_up = self.masker.mask(follow_up).text;
+        let messages =
+            chat_messages(task.turns(&[], &[("previous", &previous), ("follow_up", &follow_up)]));
+        let timeout = Duration::from_millis(self.settings.timeout_ms / REWRITE_TIMEOUT_SHARE);
+        let reply = self
+            .complete("rewrite", messages, REWRITE_MAX_TOKENS, timeout, None, "")
+            .await
+            .ok()?;
+        // One line of question; anything else is the model wandering off.
+        let rewritten = reply.trim().lines().next().unwrap_or_default().trim();
+        let usable = !rewritten.is_empty()
+            && rewritten.chars().count()
+                <= 2 * (previous.chars().count() + follow_up.chars().count())
+            && !rewritten
+                .to_lowercase()
+                .contains(&self.prompt.decline_marker.to_lowercase());
+        self.count("rewrite", if usable { "answered" } else { "declined" });
+        usable.then(|| rewritten.to_string())
     }
 
     fn name(&self) -> &str {
@@ -194,8 +276,8 @@ impl AnswerWriter for LlmAnswerWriter {
     }
 }
 
-/// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then lets
-/// one through (a success closes it, a failure opens it again).
+/// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then tries
+/// again (a success closes it, a failure opens it for another `cooldown`).
 struct Breaker {
     threshold: u32,
     cooldown: Duration,

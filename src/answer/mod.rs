@@ -53,6 +53,11 @@ pub enum Answer {
 pub trait AnswerWriter: Send + Sync {
     /// The answer. Implementations must only use the given knowledge.
     async fn write(&self, request: AnswerRequest<'_>) -> Result<Answer, AnswerError>;
+    /// A short follow-up rewritten to stand alone with the question it follows, for retrieval.
+    /// None: this writer does not rewrite (or could not); the engine joins the two instead.
+    async fn rewrite_follow_up(&self, _previous: &str, _follow_up: &str) -> Option<String> {
+        None
+    }
     /// Short name for logs and the understanding ("extractive", "llm:MODEL").
     fn name(&self) -> &str;
 }

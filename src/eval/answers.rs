@@ -43,9 +43,9 @@ pub struct Question {
     /// A good answer contains at least one of these (case-insensitive).
     #[serde(default)]
     pub facts: Vec<String>,
-    /// Part of the title, URL or path of a source a good answer cites.
+    /// A good answer cites a source whose title, URL or path contains one of these.
     #[serde(default)]
-    pub source: Option<String>,
+    pub sources: Vec<String>,
     /// False: the help centre does not answer this; answering it is a mistake.
     #[serde(default = "covered_by_default")]
     pub covered: bool,
@@ -81,7 +81,7 @@ pub struct WriterReport {
     pub answered_covered: f64,
     /// Covered questions whose answer contains an expected fact.
     pub fact_found: f64,
-    /// Covered questions with a `source` whose answer cites it.
+    /// Covered questions whose answer cites one of their `sources`.
     pub source_cited: f64,
     /// Uncovered questions not answered.
     pub declined_uncovered: f64,
@@ -170,9 +170,10 @@ pub fn load_questions(path: &Path) -> Result<Vec<Question>, EvalError> {
                 Some("`ask` is empty")
             } else if question.covered && question.facts.is_empty() {
                 Some("a covered question needs `facts`")
-            } else if !question.covered && (!question.facts.is_empty() || question.source.is_some())
+            } else if !question.covered
+                && (!question.facts.is_empty() || !question.sources.is_empty())
             {
-                Some("an uncovered question has no `facts` or `source`")
+                Some("an uncovered question has no `facts` or `sources`")
             } else {
                 None
             };
@@ -262,7 +263,7 @@ pub async fn evaluate(
                 .iter()
                 .any(|fact| lower.contains(&fact.to_lowercase()));
         let source_cited = answered
-            && question.source.as_ref().is_some_and(|wanted| {
+            && question.sources.iter().any(|wanted| {
                 let wanted = wanted.to_lowercase();
                 sources.iter().any(|s| s.to_lowercase().contains(&wanted))
             });
