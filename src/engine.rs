@@ -217,6 +217,19 @@ pub trait TurnListener: Send + Sync {
     async fn after_turn(&self, conversation_id: &str, result: &TurnResult);
 }
 
+/// What the assistant offers the agent who holds a conversation (with an LLM answer writer):
+/// a summary and a drafted reply to edit, never sent by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AgentAssist {
+    /// Why there is nothing to offer, when there is nothing (no LLM configured, LLM down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    pub summary: Option<String>,
+    pub draft: Option<String>,
+    /// The knowledge the draft cites.
+    pub sources: Vec<Source>,
+}
+
 /// A new conversation and the bearer token that authorises its customer calls.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewConversation {
@@ -1154,6 +1167,53 @@ impl Engine {
             .recent_messages(conversation_id, before_id, HISTORY_MESSAGES)
             .await?;
         Ok(messages)
+    }
+
+    /// A summary and a drafted reply for the agent holding `conversation_id`, grounded in the
+    /// knowledge found for the latest customer message.
+    pub async fn assist_agent(&self, conversation_id: &str) -> Result<AgentAssist, EngineError> {
+        let messages = self
+            .store
+            .recent_messages(conversation_id, i64::MAX, HISTORY_MESSAGES)
+            .await?;
+        let transcript: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (m.role.as_str().to_string(), m.text.clone()))
+            .collect();
+        let hits = match messages.iter().rev().find(|m| m.role == Role::Customer) {
+            Some(latest) => self.understand_masked(&latest.text).await?.hits,
+            None => Vec::new(),
+        };
+        let nothing = |why: String| AgentAssist {
+            unavailable: Some(why),
+            summary: None,
+            draft: None,
+            sources: Vec::new(),
+        };
+        Ok(match self.answerer.assist(&hits, &transcript).await {
+            None => nothing(format!(
+                "the {} answer writer does not assist agents (set answer.writer = \"llm\")",
+                self.answerer.name()
+            )),
+            Some(Err(err)) => {
+                tracing::warn!(conversation_id, error = %err, "agent assist failed");
+                nothing("the LLM is unavailable; try again shortly".into())
+            }
+            Some(Ok(assist)) => {
+                let (draft, cited) = assist.draft.unzip();
+                AgentAssist {
+                    unavailable: None,
+                    summary: assist.summary,
+                    draft,
+                    sources: cited
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|&index| hits.get(index))
+                        .map(source_of)
+                        .collect(),
+                }
+            }
+        })
     }
 
     /// A conversation's messages after `after` (all when None), oldest first.

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use baton::config::{AnswerWriterKind, Settings};
 use common::app::{repo, spawn_with, test_settings, TestApp};
+use common::human::human_side;
 use common::llm::LlamaServer;
 use common::ws::WsClient;
 use serde_json::Value;
@@ -55,8 +56,32 @@ fn write_prompts(dir: &Path, example_answer: &str) {
             "[[rewrite.example]]\nfollow_up = {follow_up:?}\nanswer = {REWRITTEN:?}\n"
         ));
     }
+    // The agent's assistant drafts and summarises the same way.
+    for (task, example) in [("draft", DRAFT), ("summary", SUMMARY)] {
+        answer.push_str(&format!(
+            "[{task}]\nsystem = {SAME_AGAIN:?}\nuser = \"Conversation: {{conversation}}\"\n"
+        ));
+        // Shaped like a real handoff (the customer, the bot's handoff reply, system lines).
+        for conversation in [
+            "customer: my device is offline\nbot: I'm connecting you with our team.\n\
+             system: Tom from our team has joined the conversation.",
+            "customer: I need a human\nbot: Of course, connecting you now.\n\
+             system: Nobody is available right now.\n\
+             system: Ana from our team has joined the conversation.",
+            "customer: can I talk to someone\nbot: One moment please.\n\
+             system: Sam from our team has joined the conversation.",
+        ] {
+            answer.push_str(&format!(
+                "[[{task}.example]]\nconversation = {conversation:?}\nanswer = {example:?}\n"
+            ));
+        }
+    }
     std::fs::write(dir.join("answer.toml"), answer).unwrap();
 }
+
+/// What the tests' assistant prompts draft and summarise, whatever the conversation.
+const DRAFT: &str = "Please restart the thermostat and your router [1] [9].";
+const SUMMARY: &str = "The customer wants a person.";
 
 /// What the tests' rewrite prompt turns every follow-up into.
 const REWRITTEN: &str = "How do I reset my password?";
@@ -382,4 +407,69 @@ async fn a_follow_up_is_rewritten_by_the_llm_before_retrieval() {
     let cited = body["reply"]["sources"][0]["title"].as_str().unwrap();
     assert!(cited.to_lowercase().contains("password"), "{body}");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_agent_gets_a_summary_and_a_drafted_reply_that_is_never_sent_by_itself() {
+    let Some(llm) = LlamaServer::start().await else {
+        return;
+    };
+    let prompts = tempfile::tempdir().unwrap();
+    write_prompts(
+        prompts.path(),
+        "Restart the thermostat and your router [2].",
+    );
+    let (prompts_dir, base_url) = (prompts.path().to_path_buf(), llm.base_url.clone());
+    let human = human_side(move |s| {
+        s.paths.prompts = prompts_dir;
+        s.answer.writer = AnswerWriterKind::Llm;
+        s.answer.llm.base_url = base_url;
+        s.answer.llm.temperature = 0.0;
+        s.answer.llm.timeout_ms = 60_000;
+    })
+    .await;
+    let (_, maya) = human.agent("maya", &["*"], 2).await;
+    let (_, tom) = human.agent("tom", &["*"], 2).await;
+    let (id, token) = human.handed_off("I want to talk to a person").await;
+    let claim = format!("/v1/conversations/{id}/claim");
+    assert_eq!(human.post(claim, &maya, serde_json::json!({})).await, 204);
+
+    let assist = |agent: String| {
+        let request = human
+            .app
+            .client
+            .post(human.app.url(&format!("/v1/conversations/{id}/assist")))
+            .bearer_auth(agent);
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = assist(maya.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"], SUMMARY, "{body}");
+    // [9] was never given: it goes; [1] maps to the first chunk found.
+    assert_eq!(
+        body["draft"], "Please restart the thermostat and your router [1].",
+        "{body}"
+    );
+    assert_eq!(body["sources"].as_array().unwrap().len(), 1, "{body}");
+    assert!(body.get("unavailable").is_none(), "{body}");
+
+    // Only the agent holding the conversation asks; nothing reached the customer.
+    let (status, _) = assist(tom).await;
+    assert_eq!(status, 403);
+    let transcript = human.app.transcript(&id, &token).await;
+    let texts: Vec<&str> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(!texts.iter().any(|t| t.contains("restart")), "{transcript}");
+    assert_eq!(task_outcomes(&human.app, "draft", "answered"), 1);
+    assert_eq!(task_outcomes(&human.app, "summary", "answered"), 1);
 }

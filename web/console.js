@@ -508,6 +508,7 @@
     const ctx = c.ctx;
     const parts = [];
     if (ctx.summary) parts.push(section('Summary', h('p', { class: 'summary' }, ctx.summary)));
+    parts.push(section('Assistant', assistPanel(c)));
 
     const facts = [];
     if (ctx.intent) {
@@ -588,6 +589,36 @@
       svg.append(bar);
     });
     return svg;
+  }
+
+  // The LLM's summary and drafted reply (POST .../assist). The draft goes into the reply box to
+  // edit; it is never sent by itself.
+  function assistPanel(c) {
+    const a = c.assist;
+    const button = h('button', { type: 'button', class: 'ghost', id: 'assist', onclick: () => askAssistant(c) },
+      a && a.loading ? 'Asking…' : 'Draft a reply');
+    if (a && a.loading) button.disabled = true;
+    if (!a || a.loading) return button;
+    if (a.unavailable) return h('div', {}, button, h('p', { class: 'empty-note' }, a.unavailable));
+    return h('div', {}, button,
+      a.summary ? h('p', { class: 'summary assist-summary' }, a.summary) : null,
+      (a.sources || []).length ? h('p', { class: 'meta' }, 'Draft cites: ' + a.sources.map((s) => s.title).join('; ')) : null);
+  }
+
+  async function askAssistant(c) {
+    c.assist = { loading: true };
+    renderContext();
+    try {
+      const response = await api(`/v1/conversations/${encodeURIComponent(c.id)}/assist`, { method: 'POST' });
+      const body = await response.json().catch(() => ({}));
+      c.assist = response.ok ? body : { unavailable: (body.error && body.error.message) || 'The assistant is unavailable.' };
+    } catch (err) {
+      c.assist = { unavailable: 'The assistant is unavailable.' };
+    }
+    if (st.selected === c.id) {
+      if (c.assist.draft) insert(c.assist.draft);
+      renderContext();
+    }
   }
 
   function insert(text) {

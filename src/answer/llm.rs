@@ -21,8 +21,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::answer::grounding::{self, showable_prefix};
 use crate::answer::prompt::{AnswerPrompt, PromptTurns};
-use crate::answer::{Answer, AnswerError, AnswerRequest, AnswerWriter};
+use crate::answer::{Answer, AnswerError, AnswerRequest, AnswerWriter, Assist};
 use crate::config::LlmSettings;
+use crate::knowledge::retrieval::KnowledgeHit;
 use crate::metrics::Metrics;
 use crate::privacy::Masker;
 
@@ -206,6 +207,10 @@ fn chat_messages(turns: PromptTurns) -> Vec<ChatCompletionRequestMessage> {
     messages
 }
 
+/// Turns of the conversation the agent's assistant reads.
+const ASSIST_TURNS: usize = 12;
+/// Two short sentences.
+const SUMMARY_MAX_TOKENS: u32 = 80;
 /// Follow-up rewrites are short: a question, not an answer.
 const REWRITE_MAX_TOKENS: u32 = 48;
 /// A rewrite is on the path of every follow-up before retrieval: it gets a fraction of the
@@ -246,6 +251,75 @@ impl AnswerWriter for LlmAnswerWriter {
         };
         self.count("answer", outcome);
         Ok(answer)
+    }
+
+    async fn assist(
+        &self,
+        hits: &[KnowledgeHit],
+        transcript: &[(String, String)],
+    ) -> Option<Result<Assist, AnswerError>> {
+        if self.prompt.draft.is_none() && self.prompt.summary.is_none() {
+            return None;
+        }
+        let conversation = self.conversation(transcript, ASSIST_TURNS);
+        let passages = grounding::passages(hits, self.settings.passages);
+        let timeout = Duration::from_millis(self.settings.timeout_ms);
+        let summary = async {
+            let task = self.prompt.summary.as_ref()?;
+            let messages = chat_messages(task.turns(&[], &[("conversation", &conversation)]));
+            let result = self
+                .complete("summary", messages, SUMMARY_MAX_TOKENS, timeout, None, "")
+                .await
+                .map(|text| text.trim().to_string());
+            if result.is_ok() {
+                self.count("summary", "answered");
+            }
+            Some(result)
+        };
+        let draft = async {
+            let task = self.prompt.draft.as_ref()?;
+            let messages = chat_messages(task.turns(
+                &[],
+                &[("passages", &passages), ("conversation", &conversation)],
+            ));
+            let result = self
+                .complete(
+                    "draft",
+                    messages,
+                    self.settings.max_tokens,
+                    timeout,
+                    None,
+                    "",
+                )
+                .await
+                .map(|text| {
+                    // An agent edits the draft, so citing nothing is allowed; citing a passage
+                    // that was not given is not.
+                    let given = hits.len().min(self.settings.passages);
+                    grounding::keep_valid_citations(text.trim(), given)
+                });
+            if result.is_ok() {
+                self.count("draft", "answered");
+            }
+            Some(result)
+        };
+        let (summary, draft) = tokio::join!(summary, draft);
+        let failure = summary
+            .as_ref()
+            .and_then(|r| r.as_ref().err())
+            .or_else(|| draft.as_ref().and_then(|r| r.as_ref().err()))
+            .map(|e| e.to_string());
+        let assist = Assist {
+            summary: summary.and_then(Result::ok),
+            draft: draft.and_then(Result::ok),
+        };
+        match (assist.summary.is_none() && assist.draft.is_none(), failure) {
+            (true, Some(failure)) => Some(Err(AnswerError::Unavailable {
+                cause: "error",
+                detail: failure,
+            })),
+            _ => Some(Ok(assist)),
+        }
     }
 
     async fn rewrite_follow_up(&self, previous: &str, follow_up: &str) -> Option<String> {

@@ -49,10 +49,29 @@ pub enum Answer {
     Declined { why: String },
 }
 
+/// What the assistant offers an agent; each part is None when its prompt is missing or the
+/// model failed at it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assist {
+    pub summary: Option<String>,
+    /// The draft, with the indexes of the hits it cites (only passages that were given).
+    pub draft: Option<(String, Vec<usize>)>,
+}
+
 #[async_trait]
 pub trait AnswerWriter: Send + Sync {
     /// The answer. Implementations must only use the given knowledge.
     async fn write(&self, request: AnswerRequest<'_>) -> Result<Answer, AnswerError>;
+    /// For the agent who holds a conversation: a summary of it and a drafted reply grounded in
+    /// `hits` (the knowledge found for the latest customer message). `transcript` is oldest
+    /// first, as (role, text). None: this writer does not assist agents.
+    async fn assist(
+        &self,
+        _hits: &[KnowledgeHit],
+        _transcript: &[(String, String)],
+    ) -> Option<Result<Assist, AnswerError>> {
+        None
+    }
     /// A short follow-up rewritten to stand alone with the question it follows, for retrieval.
     /// None: this writer does not rewrite (or could not); the engine joins the two instead.
     async fn rewrite_follow_up(&self, _previous: &str, _follow_up: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::engine::EngineError;
+use crate::engine::{AgentAssist, EngineError};
 use crate::handoff::accounts::{
     hash_password, new_agent, new_token, token_hash, verify_password_off_runtime,
 };
@@ -271,6 +271,36 @@ pub async fn context(
         }
     }
     Ok(Json(state.handoff.context(&handoff).await?))
+}
+
+/// The assistant for the agent holding a conversation: a summary and a drafted reply grounded
+/// in the knowledge base, written by the LLM (`answer.writer = "llm"`). Never sent by itself.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/assist",
+    tag = "agents",
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, description = "a summary and a draft, or why there are none", body = AgentAssist), (status = 401, description = "no bearer token", body = ErrorBody), (status = 403, description = "not your conversation", body = ErrorBody), (status = 404, description = "unknown conversation", body = ErrorBody)),
+    security(("agent_token" = []))
+)]
+pub async fn assist(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<AgentAssist>, AppError> {
+    let actor = actor(&state, &headers).await?;
+    let handoff = state
+        .handoff
+        .handoff_store()
+        .get_handoff(&id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("conversation {id} was never handed off")))?;
+    if let Actor::Agent(agent) = &actor {
+        if handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
+            return Err(AppError::Forbidden("not your conversation".into()));
+        }
+    }
+    Ok(Json(state.engine.assist_agent(&id).await?))
 }
 
 #[utoipa::path(

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/me", get(agents::me))
         .route("/v1/queue", get(agents::queue))
         .route("/v1/conversations/{id}/context", get(agents::context))
+        .route("/v1/conversations/{id}/assist", post(agents::assist))
         .route("/v1/conversations/{id}/claim", post(agents::claim))
         .route("/v1/conversations/{id}/assign", post(agents::assign))
         .route("/v1/conversations/{id}/transfer", post(agents::transfer))

@@ -39,6 +39,7 @@ use crate::http::{admin, agents, customer, ops};
         agents::agent_socket,
         agents::queue,
         agents::context,
+        agents::assist,
         agents::claim,
         agents::assign,
         agents::transfer,
