@@ -45,13 +45,64 @@ pub fn judge(raw: &str, given: usize, decline_marker: &str) -> Answer {
             why: "model_declined".into(),
         };
     }
-    let (text, cited) = keep_valid_citations(text, given);
+    let text = without_echoed_passages(text);
+    let (text, cited) = keep_valid_citations(&text, given);
     if cited.is_empty() {
         return Answer::Declined {
             why: "no_valid_citation".into(),
         };
     }
     Answer::Written { text, cited }
+}
+
+/// The text without lines that copy the passage format (`[1] Title: ...`): small models echo
+/// their input, and an echoed passage is neither an answer nor a citation of one.
+fn without_echoed_passages(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            let Some(rest) = line.strip_prefix('[') else {
+                return true;
+            };
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            !(digits > 0 && rest[digits..].starts_with("] "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// The numbers in `answer` (digit runs, citation markers aside) that appear neither in the
+/// passages it cites nor in the question: a price, a date or a time limit the model made up.
+/// Small models cite a passage and then write their own figures; this catches the commonest
+/// harmful kind of invention.
+pub fn unsupported_numbers(answer: &str, cited_passages: &[&str], question: &str) -> Vec<String> {
+    let mut without_citations = String::with_capacity(answer.len());
+    let mut copied = 0;
+    for (range, numbers) in bracket_groups(answer) {
+        if numbers.is_some() {
+            without_citations.push_str(&answer[copied..range.start]);
+            copied = range.end;
+        }
+    }
+    without_citations.push_str(&answer[copied..]);
+    let mut support: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for text in cited_passages.iter().chain(std::iter::once(&question)) {
+        support.extend(digit_runs(text));
+    }
+    let mut unsupported: Vec<String> = Vec::new();
+    for run in digit_runs(&without_citations) {
+        if !support.contains(run) && !unsupported.iter().any(|u| u == run) {
+            unsupported.push(run.to_string());
+        }
+    }
+    unsupported
+}
+
+fn digit_runs(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| !run.is_empty())
 }
 
 /// Phrases small and large models use instead of the marker they were asked for.
@@ -185,12 +236,39 @@ mod tests {
         );
         assert_eq!(declined("Lima [4]."), "no_valid_citation");
         assert_eq!(declined("   "), "empty_answer");
+        // An echoed passage is not a citation.
+        assert_eq!(
+            declined("Yes, you can pay in Bitcoin.\n\n[1] Paying: You can pay with a card."),
+            "no_valid_citation"
+        );
+        assert_eq!(
+            judge("Pay by card [1].\n[2] Cards: Visa.", 3, "NO_ANSWER"),
+            Answer::Written {
+                text: "Pay by card [1].".into(),
+                cited: vec![0]
+            }
+        );
         assert_eq!(
             judge("Refunds take five days [1].", 3, "NO_ANSWER"),
             Answer::Written {
                 text: "Refunds take five days [1].".into(),
                 cited: vec![0]
             }
+        );
+    }
+
+    #[test]
+    fn numbers_not_in_the_cited_passages_or_the_question_are_reported() {
+        let passage = "Express delivery costs £9.95 and arrives the next working day before 14:00.";
+        assert!(unsupported_numbers("Express costs £9.95 [1].", &[passage], "").is_empty());
+        assert_eq!(
+            unsupported_numbers("Express costs £4.95 and takes 2 days [1].", &[passage], ""),
+            vec!["4", "2"]
+        );
+        // The citation markers and the customer's own numbers are not inventions.
+        assert!(
+            unsupported_numbers("Order 12345 ships at 14:00 [3].", &[passage], "order 12345")
+                .is_empty()
         );
     }
 

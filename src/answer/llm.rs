@@ -241,7 +241,25 @@ impl AnswerWriter for LlmAnswerWriter {
             )
             .await?;
         let given = request.hits.len().min(self.settings.passages);
-        let answer = grounding::judge(&reply, given, &self.prompt.decline_marker);
+        let answer = match grounding::judge(&reply, given, &self.prompt.decline_marker) {
+            Answer::Written { text, cited } => {
+                let cited_texts: Vec<&str> = cited
+                    .iter()
+                    .filter_map(|&index| request.hits.get(index))
+                    .map(|hit| hit.chunk.text.as_str())
+                    .collect();
+                let invented =
+                    grounding::unsupported_numbers(&text, &cited_texts, request.question);
+                if invented.is_empty() {
+                    Answer::Written { text, cited }
+                } else {
+                    Answer::Declined {
+                        why: format!("unsupported_number: {}", invented.join(", ")),
+                    }
+                }
+            }
+            declined => declined,
+        };
         let outcome = match &answer {
             Answer::Written { .. } => "answered",
             Answer::Declined { why } => {
