@@ -53,8 +53,11 @@ impl LlmAnswerWriter {
         {
             config = config.with_api_key(key);
         }
+        // Without async-openai's default retry layer (three retries of a refused connection,
+        // 0.7 s of back-off per message): the timeout and the breaker decide instead.
+        let transport = async_openai::middleware::ReqwestService::new(openai_http::Client::new());
         Self {
-            client: Client::with_config(config),
+            client: Client::with_config(config).with_http_service(transport),
             settings: settings.clone(),
             prompt,
             masker,
@@ -211,6 +214,12 @@ fn chat_messages(turns: PromptTurns) -> Vec<ChatCompletionRequestMessage> {
 const ASSIST_TURNS: usize = 12;
 /// Two short sentences.
 const SUMMARY_MAX_TOKENS: u32 = 80;
+/// Words of four letters or more that carry no topic of their own.
+const FUNCTION_WORDS: &[&str] = &[
+    "what", "about", "that", "this", "those", "these", "them", "then", "there", "with", "from",
+    "have", "does", "your", "also", "which", "when", "will", "would", "could", "should", "into",
+    "they", "ones", "more", "just", "like", "still", "some",
+];
 /// Follow-up rewrites are short: a question, not an answer.
 const REWRITE_MAX_TOKENS: u32 = 48;
 /// A rewrite is on the path of every follow-up before retrieval: it gets a fraction of the
@@ -351,21 +360,40 @@ impl AnswerWriter for LlmAnswerWriter {
             .complete("rewrite", messages, REWRITE_MAX_TOKENS, timeout, None, "")
             .await
             .ok()?;
-        // One line of question; anything else is the model wandering off.
-        let rewritten = reply.trim().lines().next().unwrap_or_default().trim();
-        let usable = !rewritten.is_empty()
-            && rewritten.chars().count()
-                <= 2 * (previous.chars().count() + follow_up.chars().count())
-            && !rewritten
-                .to_lowercase()
-                .contains(&self.prompt.decline_marker.to_lowercase());
+        let rewritten = usable_rewrite(&reply, &previous, &follow_up, &self.prompt.decline_marker);
+        let usable = rewritten.is_some();
         self.count("rewrite", if usable { "answered" } else { "declined" });
-        usable.then(|| rewritten.to_string())
+        rewritten
     }
 
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The model's rewrite of a follow-up, if it is one: a single line, not much longer than the two
+/// messages, not a decline, and keeping one of the follow-up's content words ("cancel" in "and
+/// can I cancel it?"); a model that merely repeats the earlier question loses what was asked.
+fn usable_rewrite(
+    reply: &str,
+    previous: &str,
+    follow_up: &str,
+    decline_marker: &str,
+) -> Option<String> {
+    let rewritten = reply.trim().lines().next().unwrap_or_default().trim();
+    let lower = rewritten.to_lowercase();
+    let follow_up_lower = follow_up.to_lowercase();
+    let content_words: Vec<&str> = follow_up_lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 4 && !FUNCTION_WORDS.contains(word))
+        .collect();
+    let keeps_the_follow_up =
+        content_words.is_empty() || content_words.iter().any(|word| lower.contains(word));
+    let usable = !rewritten.is_empty()
+        && keeps_the_follow_up
+        && rewritten.chars().count() <= 2 * (previous.chars().count() + follow_up.chars().count())
+        && !lower.contains(&decline_marker.to_lowercase());
+    usable.then(|| rewritten.to_string())
 }
 
 /// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then tries
@@ -428,6 +456,36 @@ mod tests {
         assert!(breaker.allows(), "after the cool-down one call may try");
         breaker.record(false);
         assert!(!breaker.allows(), "and a failed trial opens it again");
+    }
+
+    #[test]
+    fn a_rewrite_that_drops_what_the_follow_up_asks_is_not_used() {
+        let previous = "how long does a sensor battery last?";
+        let rewrite =
+            |reply: &str, follow_up: &str| usable_rewrite(reply, previous, follow_up, "NO_ANSWER");
+        assert_eq!(
+            rewrite(
+                "Can I use rechargeable batteries in the sensor?\nMore text",
+                "can I use rechargeable ones?"
+            ),
+            Some("Can I use rechargeable batteries in the sensor?".into())
+        );
+        assert_eq!(
+            rewrite(
+                "How long does a sensor battery last?",
+                "and can I cancel it?"
+            ),
+            None
+        );
+        assert_eq!(rewrite("NO_ANSWER", "and then?"), None);
+        assert_eq!(rewrite(&"very long ".repeat(40), "and then?"), None);
+        assert_eq!(
+            rewrite(
+                "How long does the thermostat battery last?",
+                "and that one?"
+            ),
+            Some("How long does the thermostat battery last?".into())
+        );
     }
 
     #[test]
