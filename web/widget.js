@@ -131,6 +131,7 @@ button{cursor:pointer}
 .msg.bot .bubble{background:#fff;border:1px solid #e3e5ee;border-bottom-left-radius:4px}
 .msg.agent .bubble{background:#ecfdf5;border:1px solid #a7f3d0;border-bottom-left-radius:4px}
 .msg.pending{opacity:.6}
+.msg.draft .bubble{color:#5b6172}
 .msg.failed .bubble{background:#fee2e2;color:#7f1d1d}
 .role{font-size:10px;font-weight:700;text-transform:uppercase;letter-spacing:.05em;border-radius:4px;padding:1px 5px}
 .role.bot{background:#e0e7ff;color:#3730a3}
@@ -315,7 +316,21 @@ button{cursor:pointer}
   }
 
   /** A message from the server (live, resumed or from the local copy). */
+  /** The answer an LLM is writing, as it streams (delta frames): a draft bubble at the end of
+   *  the log, replaced by the stored reply when it arrives. Text only, never HTML. */
+  function showDraft(text) {
+    let draft = log.querySelector('.msg.draft .bubble');
+    if (!draft) {
+      const stick = atBottom();
+      draft = h('div', { class: 'bubble' });
+      log.append(h('div', { class: 'msg bot draft', 'aria-busy': 'true' }, draft));
+      if (stick) scrollDown();
+    }
+    draft.textContent += String(text || '');
+  }
+
   function addMessage(m, fromCache) {
+    if (m && m.role === 'bot') log.querySelectorAll('.msg.draft').forEach((d) => d.remove());
     if (!m || typeof m.id !== 'number' || seen.has(m.id)) return;
     seen.add(m.id);
     const stick = atBottom();
@@ -579,6 +594,9 @@ button{cursor:pointer}
         renderCards();
         renderHeader();
         break;
+      case 'delta':
+        showDraft(f.text);
+        break;
       case 'ack':
         outbox = outbox.filter((o) => o.cid !== f.client_message_id);
         break;
@@ -595,6 +613,7 @@ button{cursor:pointer}
         setState(f.state);
         break;
       case 'error':
+        log.querySelectorAll('.msg.draft').forEach((d) => d.remove());
         if (lastCommand === 'leave') offErr.textContent = f.message || 'That did not work.';
         else if (lastCommand === 'rate') rateErr.textContent = f.message || 'That did not work.';
         else failPending(f.code === 'message_too_long' ? 'That message is too long.' : 'Something went wrong.');
