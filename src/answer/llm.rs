@@ -396,8 +396,8 @@ fn usable_rewrite(
     usable.then(|| rewritten.to_string())
 }
 
-/// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then tries
-/// again (a success closes it, a failure opens it for another `cooldown`).
+/// Counts failures in a row; after `threshold` of them, refuses calls for `cooldown`, then lets
+/// one trial call through (a success closes it, a failure opens it for another `cooldown`).
 struct Breaker {
     threshold: u32,
     cooldown: Duration,
@@ -419,9 +419,18 @@ impl Breaker {
         }
     }
 
+    /// Whether a call may go. Once the cool-down is over, the first caller gets the trial and
+    /// the circuit stays open for everyone else until that call is recorded.
     fn allows(&self) -> bool {
-        let state = self.state.lock();
-        state.open_until.is_none_or(|until| Instant::now() >= until)
+        let mut state = self.state.lock();
+        match state.open_until {
+            None => true,
+            Some(until) if Instant::now() >= until => {
+                state.open_until = Some(Instant::now() + self.cooldown);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     fn record(&self, success: bool) {
@@ -454,6 +463,7 @@ mod tests {
         assert!(!breaker.allows(), "two in a row open it");
         std::thread::sleep(Duration::from_millis(60));
         assert!(breaker.allows(), "after the cool-down one call may try");
+        assert!(!breaker.allows(), "and only one, while it is out");
         breaker.record(false);
         assert!(!breaker.allows(), "and a failed trial opens it again");
     }
