@@ -159,7 +159,7 @@ async fn main() {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baton::http::serve(listener, state, async {
+    let server = tokio::spawn(baton::app::serve(listener, state, async {
         let _ = stopped.await;
     }));
     let timeline = Arc::new(Timeline {

@@ -312,3 +312,61 @@ impl AppState {
         })
     }
 }
+
+/// The work that runs beside the server: the handoff sweeper (offers, reply timeouts, grace
+/// periods) and one delivery worker per webhook target. Stopped with [`Background::stop`].
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl AppState {
+    /// Start the background work on the current runtime.
+    pub fn start_background(&self) -> Background {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = move || {
+            let mut receiver = stopped.clone();
+            async move {
+                let _ = receiver.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks = vec![tokio::spawn(
+            self.handoff.clone().run_sweeper(until_stopped()),
+        )];
+        for target in &self.settings.handoff.webhooks {
+            let worker = crate::handoff::webhooks::WebhookWorker::new(
+                target.clone(),
+                self.engine.store().clone(),
+                self.handoff.handoff_store().clone(),
+                self.metrics.clone(),
+            );
+            tasks.push(tokio::spawn(
+                worker.run(std::time::Duration::from_secs(1), until_stopped()),
+            ));
+        }
+        Background { stop, tasks }
+    }
+}
+
+impl Background {
+    /// Ask every worker to stop and wait (up to 5 s each) for it to finish its step.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// The server with its background work: serves until `shutdown` (see `http::serve`), then
+/// stops the workers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = state.start_background();
+    let served = crate::http::serve(listener, state, shutdown).await;
+    background.stop().await;
+    served
+}

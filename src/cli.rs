@@ -248,7 +248,7 @@ async fn serve(settings: Settings) -> Result<(), CliError> {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(bind);
     tracing::info!(%address, "baton is serving");
     println!("Baton is ready on http://{address}");
-    crate::http::serve(listener, state, crate::http::shutdown_signal())
+    crate::app::serve(listener, state, crate::http::shutdown_signal())
         .await
         .map_err(|e| CliError::Other(format!("server stopped with an error: {e}")))
 }

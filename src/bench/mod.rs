@@ -187,7 +187,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
         .local_addr()
         .map_err(|e| BenchError::Http(e.to_string()))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(listener, state, async {
+    let server = tokio::spawn(crate::app::serve(listener, state, async {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();

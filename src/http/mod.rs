@@ -168,40 +168,21 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Serve until `shutdown` completes, then stop accepting connections and give in-flight requests
-/// up to `grace` to finish.
+/// Serve HTTP and WebSockets until `shutdown` completes, then stop accepting connections and
+/// give in-flight requests up to `grace` to finish. Only the serving: the background workers
+/// (sweeps, webhooks) are the caller's, see `app::serve`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
-    // Background work (timeouts, webhooks) stops with the server.
-    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut receiver = background_stopped.clone();
-        async move {
-            let _ = receiver.wait_for(|stop| *stop).await;
-        }
-    };
-    let mut background = Vec::new();
-    background.push(tokio::spawn(state.handoff.clone().run_sweeper(stopped())));
-    for target in &state.settings.handoff.webhooks {
-        let worker = crate::handoff::webhooks::WebhookWorker::new(
-            target.clone(),
-            state.engine.store().clone(),
-            state.handoff.handoff_store().clone(),
-            state.metrics.clone(),
-        );
-        background.push(tokio::spawn(worker.run(Duration::from_secs(1), stopped())));
-    }
     let hub = state.handoff.hub().clone();
     let app = router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stop_background.send(true);
         // Open WebSockets are told the server is going away (code 1001) and reconnect elsewhere
         // or later, resuming from their last message.
         hub.close_all();
@@ -230,9 +211,6 @@ pub async fn serve(
             }
         },
     };
-    for task in background {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
     result
 }
 

@@ -90,7 +90,7 @@ pub async fn spawn_with_clock(
         .expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local address"));
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baton::http::serve(listener, state.clone(), async {
+    let server = tokio::spawn(baton::app::serve(listener, state.clone(), async {
         let _ = stopped.await;
     }));
     TestApp {

@@ -89,7 +89,7 @@ impl Server {
         };
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(baton::http::serve(listener, state, async {
+        let task = tokio::spawn(baton::app::serve(listener, state, async {
             let _ = stopped.await;
         }));
         Server {
