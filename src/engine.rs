@@ -1371,15 +1371,8 @@ fn knowledge_ref(hit: &KnowledgeHit) -> KnowledgeRef {
 
 fn source_of(hit: &KnowledgeHit) -> Source {
     let chunk = &hit.chunk;
-    let title = match (&chunk.question, chunk.heading_path.last()) {
-        (Some(question), _) => question.clone(),
-        (None, Some(heading)) if heading != &chunk.title => {
-            format!("{} — {}", chunk.title, heading)
-        }
-        _ => chunk.title.clone(),
-    };
     Source {
-        title,
+        title: chunk.display_title(),
         url: chunk.url.clone(),
         path: chunk.url.is_none().then(|| chunk.source.clone()),
         score: hit.score,

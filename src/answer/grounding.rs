@@ -17,16 +17,9 @@ pub fn passages(hits: &[KnowledgeHit], count: usize) -> String {
         .enumerate()
         .map(|(index, hit)| {
             let chunk = &hit.chunk;
-            let title = match (&chunk.question, chunk.heading_path.last()) {
-                (Some(question), _) => question.clone(),
-                (None, Some(heading)) if heading != &chunk.title => {
-                    format!("{} — {}", chunk.title, heading)
-                }
-                _ => chunk.title.clone(),
-            };
             let text: String = chunk.text.split_whitespace().collect::<Vec<_>>().join(" ");
             let text = crate::answer::trim_to_sentences(&text, PASSAGE_CHARS);
-            format!("[{}] {}: {}", index + 1, title, text)
+            format!("[{}] {}: {}", index + 1, chunk.display_title(), text)
         })
         .collect::<Vec<_>>()
         .join("\n")

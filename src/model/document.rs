@@ -52,3 +52,17 @@ pub struct Chunk {
     /// sha256 (hex) of `text` (and question).
     pub content_hash: String,
 }
+
+impl Chunk {
+    /// What to call this chunk for a reader: the FAQ question, or the document title with the
+    /// nearest heading ("Refunds — Refunds for devices"), or the title alone.
+    pub fn display_title(&self) -> String {
+        match (&self.question, self.heading_path.last()) {
+            (Some(question), _) => question.clone(),
+            (None, Some(heading)) if heading != &self.title => {
+                format!("{} — {}", self.title, heading)
+            }
+            _ => self.title.clone(),
+        }
+    }
+}
