@@ -18,7 +18,7 @@ use crate::handoff::{agent_view, Actor, TransferTarget};
 use crate::http::auth::{bearer_token, Admin};
 use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::http::limits::SocketKind;
-use crate::store::{AgentRecord, Millis};
+use crate::store::{AgentRecord, HandoffRecord, Millis};
 
 /// Largest WebSocket frame accepted from a client.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -243,6 +243,16 @@ pub async fn queue(
     Ok(Json(state.handoff.queue_view().await?))
 }
 
+/// The handoff record of a conversation; 404 when it never reached the human side.
+async fn handed_off(state: &AppState, id: &str) -> Result<HandoffRecord, AppError> {
+    state
+        .handoff
+        .handoff_store()
+        .get_handoff(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("conversation {id} was never handed off")))
+}
+
 /// The full context of a conversation on the human side (its agent, or an admin).
 #[utoipa::path(
     get,
@@ -258,12 +268,7 @@ pub async fn context(
     headers: HeaderMap,
 ) -> Result<Json<ConversationContext>, AppError> {
     let actor = actor(&state, &headers).await?;
-    let handoff = state
-        .handoff
-        .handoff_store()
-        .get_handoff(&id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("conversation {id} was never handed off")))?;
+    let handoff = handed_off(&state, &id).await?;
     if let Actor::Agent(agent) = &actor {
         let queued = handoff.state == crate::store::ConversationState::Queued;
         if !queued && handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
@@ -289,12 +294,7 @@ pub async fn assist(
     headers: HeaderMap,
 ) -> Result<Json<AgentAssist>, AppError> {
     let actor = actor(&state, &headers).await?;
-    let handoff = state
-        .handoff
-        .handoff_store()
-        .get_handoff(&id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("conversation {id} was never handed off")))?;
+    let handoff = handed_off(&state, &id).await?;
     if let Actor::Agent(agent) = &actor {
         if handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
             return Err(AppError::Forbidden("not your conversation".into()));
