@@ -65,14 +65,21 @@ pub enum TemplateError {
     Invalid { path: String, reason: String },
 }
 
+/// The text of `dir/file` and the path to name it by in errors.
+pub fn read_prompt_file(dir: &Path, file: &str) -> Result<(String, String), TemplateError> {
+    let path = dir.join(file);
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| TemplateError::Io {
+        path: origin.clone(),
+        source,
+    })?;
+    Ok((text, origin))
+}
+
 impl Templates {
     pub fn load(dir: &Path) -> Result<Self, TemplateError> {
-        let path = dir.join("replies.toml");
-        let text = std::fs::read_to_string(&path).map_err(|source| TemplateError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        let (text, origin) = read_prompt_file(dir, "replies.toml")?;
+        Self::parse(&text, &origin)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, TemplateError> {

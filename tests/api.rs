@@ -107,12 +107,7 @@ async fn each_handoff_reason_is_recorded_and_the_bot_then_stays_silent() {
     assert!(body["reply"].is_null());
     let transcript = app.transcript(&id, &token).await;
     assert_eq!(transcript["state"], "queued");
-    let roles: Vec<&str> = transcript["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = common::app::roles(&transcript);
     // Nobody is online in this test, so the customer is also told so (a system message).
     assert_eq!(roles, vec!["customer", "bot", "system", "customer"]);
     assert_eq!(transcript["messages"][2]["kind"], "offline");

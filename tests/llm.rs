@@ -342,12 +342,7 @@ async fn a_server_killed_mid_stream_falls_back_and_loses_nothing() {
 
     // Nothing lost, nothing twice: two customer messages, two bot replies.
     let transcript = app.transcript(&id, &token).await;
-    let roles: Vec<&str> = transcript["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = common::app::roles(&transcript);
     assert_eq!(
         roles,
         vec!["customer", "bot", "customer", "bot"],

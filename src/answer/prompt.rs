@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::templates::{placeholders, render, TemplateError};
+use crate::templates::{placeholders, read_prompt_file, render, TemplateError};
 
 /// What the model is told for one task: a system text, a user template and worked examples.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,12 +140,8 @@ impl AnswerPrompt {
     pub const FILE: &'static str = "answer.toml";
 
     pub fn load(dir: &Path) -> Result<Self, TemplateError> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| TemplateError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        let (text, origin) = read_prompt_file(dir, Self::FILE)?;
+        Self::parse(&text, &origin)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, TemplateError> {

@@ -187,6 +187,16 @@ impl TestApp {
     }
 }
 
+/// The roles of a transcript's messages, in order.
+pub fn roles(transcript: &Value) -> Vec<&str> {
+    transcript["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
