@@ -10,6 +10,7 @@ use crate::answer::llm::LlmAnswerWriter;
 use crate::answer::prompt::AnswerPrompt;
 use crate::answer::{AnswerWriter, ExtractiveAnswerer};
 use crate::assets::{AssetError, ModelFiles, ENCODER_MODEL};
+use crate::cluster::{Cluster, ClusterError, Leadership};
 use crate::config::{AnswerWriterKind, Settings};
 use crate::engine::Engine;
 use crate::handoff::clock::{Clock, SystemClock};
@@ -18,13 +19,14 @@ use crate::handoff::hub::Hub;
 use crate::handoff::HandoffService;
 use crate::http::limits::Limits;
 use crate::index::edge::EdgeIndex;
+use crate::index::server::QdrantServerIndex;
 use crate::index::{IndexError, VectorIndex};
 use crate::knowledge::ingest::{IngestError, KnowledgeBase, SyncReport};
 use crate::knowledge::retrieval::Retriever;
 use crate::metrics::Metrics;
 use crate::nlp::classifier::FitOptions;
 use crate::nlp::encoder::{EncoderError, EncoderPool, EMBEDDING_DIM};
-use crate::nlp::intent_model::{self, IntentModelError, IntentRecognizer};
+use crate::nlp::intent_model::{self, IntentModelError, IntentRecognizer, TrainingInfo};
 use crate::policy::Policy;
 use crate::privacy::Masker;
 use crate::store::{HandoffStore, SqlStore, Store, StoreError};
@@ -52,6 +54,8 @@ pub enum StartupError {
     Templates(#[from] TemplateError),
     #[error("human handoff: {0}")]
     Handoff(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
 }
@@ -99,6 +103,21 @@ pub struct Components {
     pub data_lock: Arc<DataDirLock>,
 }
 
+/// The configured vector index: a Qdrant server when `index.url` is set, Qdrant Edge otherwise.
+async fn open_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, StartupError> {
+    match settings.index.server() {
+        Some(server) => {
+            let index = QdrantServerIndex::connect(&server, EMBEDDING_DIM).await?;
+            tracing::info!(url = %server.url, collection = %server.collection, "vector index: Qdrant server");
+            Ok(Arc::new(index))
+        }
+        None => {
+            let index_dir = settings.paths.data.join("index");
+            Ok(Arc::new(EdgeIndex::open(&index_dir, EMBEDDING_DIM)?))
+        }
+    }
+}
+
 impl Components {
     pub async fn open(settings: Settings) -> Result<Self, StartupError> {
         Self::open_with(settings, None).await
@@ -126,8 +145,7 @@ impl Components {
         );
         let store: Arc<dyn Store> = database.clone();
         let handoffs: Arc<dyn HandoffStore> = database;
-        let index_dir = settings.paths.data.join("index");
-        let index: Arc<dyn VectorIndex> = Arc::new(EdgeIndex::open(&index_dir, EMBEDDING_DIM)?);
+        let index = open_index(&settings).await?;
         let knowledge = KnowledgeBase::new(
             store.clone(),
             index.clone(),
@@ -200,6 +218,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Request, message and connection limits, shared by every route and socket.
     pub limits: Arc<Limits>,
+    /// This instance's membership of a cluster on PostgreSQL (None: it runs alone).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -223,9 +243,31 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let components = Components::open_with(settings, encoder).await?;
-        components.sync_knowledge().await?;
+        let settings = components.settings.clone();
+        let hub = Arc::new(Hub::new(settings.handoff.connection_queue));
+        let cluster = if settings.clustered() {
+            let cluster = Cluster::join(
+                &settings.database_url(),
+                &settings.cluster,
+                clock.clone(),
+                hub.clone(),
+            )
+            .await?;
+            Some(Arc::new(cluster))
+        } else {
+            None
+        };
+        match &cluster {
+            // Instances starting together would each add the same new documents.
+            Some(cluster) => {
+                cluster
+                    .exclusively("knowledge", components.sync_knowledge())
+                    .await??
+            }
+            None => components.sync_knowledge().await?,
+        };
         let intents = components.intents().await?;
-        let state = Self::from_parts(components, intents, clock)?;
+        let state = Self::from_parts(components, intents, clock, hub, cluster)?;
         state
             .handoff
             .recover()
@@ -234,10 +276,14 @@ impl AppState {
         Ok(state)
     }
 
+    /// The engine and the human side over opened components. With a `cluster`, the hub relays
+    /// to the other instances and presence is read from the database.
     pub fn from_parts(
         components: Components,
         intents: IntentRecognizer,
         clock: Arc<dyn Clock>,
+        hub: Arc<Hub>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Self, StartupError> {
         let settings = components.settings.clone();
         let templates = Templates::load(&settings.paths.prompts)?;
@@ -288,19 +334,22 @@ impl AppState {
             .map(BusinessHours::from_config)
             .transpose()
             .map_err(|e| StartupError::Handoff(format!("business hours: {e}")))?;
-        let handoff = Arc::new(
-            HandoffService::new(
-                components.store.clone(),
-                components.handoffs.clone(),
-                Arc::new(Hub::new(settings.handoff.connection_queue)),
-                clock,
-                settings.handoff.clone(),
-                hours,
-                templates,
-                metrics.clone(),
-            )
-            .with_masker(Masker::new(settings.privacy)),
-        );
+        let mut handoff = HandoffService::new(
+            components.store.clone(),
+            components.handoffs.clone(),
+            hub.clone(),
+            clock,
+            settings.handoff.clone(),
+            hours,
+            templates,
+            metrics.clone(),
+        )
+        .with_masker(Masker::new(settings.privacy));
+        if let Some(cluster) = &cluster {
+            hub.set_relay(cluster.relay());
+            handoff = handoff.with_presence(cluster.presence());
+        }
+        let handoff = Arc::new(handoff);
         engine.set_listener(handoff.clone());
         Ok(Self {
             components: Arc::new(components),
@@ -309,30 +358,90 @@ impl AppState {
             metrics,
             limits: Arc::new(Limits::new(settings.limits.clone())),
             settings,
+            cluster,
         })
+    }
+
+    /// Retrain from the intents file on disk (after editing it) and switch to the new model;
+    /// with several instances, the others retrain from theirs too.
+    pub async fn retrain_intents(&self) -> Result<TrainingInfo, IntentModelError> {
+        let info = self.retrain_intents_here().await?;
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_intents_changed();
+        }
+        Ok(info)
+    }
+
+    async fn retrain_intents_here(&self) -> Result<TrainingInfo, IntentModelError> {
+        let recognizer = IntentRecognizer::load_or_train(
+            &self.settings.intents_file(),
+            &intent_model::cache_dir(&self.settings.paths.data),
+            self.engine.encoder(),
+            &self.components.encoder_digest(),
+            &FitOptions::default(),
+        )
+        .await?;
+        let info = recognizer.info().clone();
+        self.engine.replace_intents(recognizer);
+        Ok(info)
     }
 }
 
 /// The work that runs beside the server: the handoff sweeper (offers, reply timeouts, grace
-/// periods) and one delivery worker per webhook target. Stopped with [`Background::stop`].
+/// periods), one delivery worker per webhook target and, with several instances, the cluster's
+/// relay, heartbeat and election (the sweeper and webhooks then run on the leader only). Stopped
+/// with [`Background::stop`].
 pub struct Background {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
     /// Start the background work on the current runtime.
     pub fn start_background(&self) -> Background {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until_stopped = move || {
-            let mut receiver = stopped.clone();
-            async move {
-                let _ = receiver.wait_for(|stop| *stop).await;
+        let until_stopped = {
+            let stopped = stopped.clone();
+            move || {
+                let mut receiver = stopped.clone();
+                async move {
+                    let _ = receiver.wait_for(|stop| *stop).await;
+                }
             }
         };
-        let mut tasks = vec![tokio::spawn(
-            self.handoff.clone().run_sweeper(until_stopped()),
-        )];
+        let mut tasks = Vec::new();
+        let leadership = match &self.cluster {
+            Some(cluster) => {
+                let state = self.clone();
+                let on_intents_changed: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        match state.retrain_intents_here().await {
+                            Ok(info) => tracing::info!(
+                                intents = info.intents,
+                                "intents retrained after another instance did"
+                            ),
+                            Err(err) => {
+                                tracing::error!(error = %err, "another instance retrained its intents; this one could not")
+                            }
+                        }
+                    });
+                });
+                tasks.extend(cluster.start(on_intents_changed, stopped));
+                cluster.leadership().clone()
+            }
+            None => Leadership::alone(),
+        };
+        let leading = {
+            let leadership = leadership.clone();
+            move || leadership.is_leader()
+        };
+        tasks.push(tokio::spawn(
+            self.handoff
+                .clone()
+                .run_sweeper(leading.clone(), until_stopped()),
+        ));
         for target in &self.settings.handoff.webhooks {
             let worker = crate::handoff::webhooks::WebhookWorker::new(
                 target.clone(),
@@ -340,20 +449,30 @@ impl AppState {
                 self.handoff.handoff_store().clone(),
                 self.metrics.clone(),
             );
-            tasks.push(tokio::spawn(
-                worker.run(std::time::Duration::from_secs(1), until_stopped()),
-            ));
+            tasks.push(tokio::spawn(worker.run(
+                std::time::Duration::from_secs(1),
+                leading.clone(),
+                until_stopped(),
+            )));
         }
-        Background { stop, tasks }
+        Background {
+            stop,
+            tasks,
+            cluster: self.cluster.clone(),
+        }
     }
 }
 
 impl Background {
-    /// Ask every worker to stop and wait (up to 5 s each) for it to finish its step.
+    /// Ask every worker to stop and wait (up to 5 s each) for it to finish its step; leave the
+    /// cluster.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
         }
     }
 }

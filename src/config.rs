@@ -20,6 +20,11 @@ pub struct Settings {
     pub server: ServerSettings,
     pub paths: PathSettings,
     pub database: DatabaseSettings,
+    /// Where the knowledge base's vectors live: Qdrant Edge in the data folder (default) or a
+    /// Qdrant server shared by several instances.
+    pub index: IndexSettings,
+    /// Several instances on one PostgreSQL database: fan-out, shared presence, one leader.
+    pub cluster: ClusterSettings,
     pub encoder: EncoderOptions,
     pub chunking: ChunkingOptions,
     pub intents: IntentSettings,
@@ -103,6 +108,87 @@ pub struct DatabaseSettings {
     /// SQLite only: `full` (default: acknowledged messages survive power loss) or `normal`
     /// (faster; they survive a crash of the process, not of the machine).
     pub sqlite_synchronous: crate::store::sql::SqliteSynchronous,
+}
+
+/// Whether this instance coordinates with others through the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMode {
+    /// On with PostgreSQL (other instances may share it), off with SQLite (one instance).
+    #[default]
+    Auto,
+    /// Requires PostgreSQL.
+    On,
+    /// This instance is alone on its database, even PostgreSQL.
+    Off,
+}
+
+/// `[cluster]`: many instances behind a load balancer on one PostgreSQL (docs/deploy.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub mode: ClusterMode,
+    /// How often an instance tells the others it is alive, and checks or takes the leadership.
+    pub heartbeat_ms: u64,
+    /// An instance silent for this long is dead: its agents' sockets count as closed from its
+    /// last heartbeat, and a new leader can be elected.
+    pub instance_ttl_ms: u64,
+    /// The LISTEN/NOTIFY channel; instances of one deployment must agree on it.
+    pub channel: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            mode: ClusterMode::Auto,
+            heartbeat_ms: 1_000,
+            instance_ttl_ms: 5_000,
+            channel: "baton_hub".into(),
+        }
+    }
+}
+
+/// `[index]`: the vector index behind retrieval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    /// A Qdrant server's gRPC address (e.g. `http://127.0.0.1:6334`). Unset: Qdrant Edge,
+    /// in-process, in `<data>/index`.
+    pub url: Option<String>,
+    /// The server collection holding the chunks (instances of one business share it).
+    pub collection: String,
+    /// The name of the environment variable holding the server's API key (never put in a file
+    /// or logged). Unset or empty variable: no key is sent.
+    pub api_key_env: String,
+    /// Limit for each call to the server, connecting included.
+    pub timeout_ms: u64,
+}
+
+impl IndexSettings {
+    /// How to reach the Qdrant server, when one is configured; the API key is read from
+    /// `api_key_env` now.
+    pub fn server(&self) -> Option<crate::index::server::ServerIndexSettings> {
+        let url = self.url.as_ref()?;
+        Some(crate::index::server::ServerIndexSettings {
+            url: url.clone(),
+            collection: self.collection.clone(),
+            api_key: std::env::var(&self.api_key_env)
+                .ok()
+                .filter(|key| !key.is_empty()),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            collection: "baton_chunks".into(),
+            api_key_env: "BATON_QDRANT_API_KEY".into(),
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -540,6 +626,52 @@ impl Settings {
                 "answer.llm.temperature must be between 0 and 2".into(),
             ));
         }
+        if let Some(url) = &self.index.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Rule(format!(
+                    "index.url: {url:?} must start with http:// or https:// (the server's gRPC port, usually 6334)"
+                )));
+            }
+        }
+        let collection = &self.index.collection;
+        if collection.is_empty()
+            || collection.len() > 255
+            || !collection
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Rule(format!(
+                "index.collection: {collection:?} must be 1-255 letters, digits, '_' or '-'"
+            )));
+        }
+        if self.index.timeout_ms == 0 {
+            return Err(ConfigError::Rule(
+                "index.timeout_ms must be positive".into(),
+            ));
+        }
+        let cluster = &self.cluster;
+        if cluster.mode == ClusterMode::On && !self.database_url().starts_with("postgres") {
+            return Err(ConfigError::Rule(
+                "cluster.mode = \"on\" needs PostgreSQL (database.url = \"postgres://...\"): instances coordinate through it".into(),
+            ));
+        }
+        if cluster.heartbeat_ms == 0 || cluster.instance_ttl_ms < 2 * cluster.heartbeat_ms {
+            return Err(ConfigError::Rule(
+                "cluster.heartbeat_ms must be positive and cluster.instance_ttl_ms at least twice it".into(),
+            ));
+        }
+        if cluster.channel.is_empty()
+            || cluster.channel.len() > 63
+            || !cluster
+                .channel
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(ConfigError::Rule(format!(
+                "cluster.channel: {:?} must be 1-63 lower-case letters, digits or '_'",
+                cluster.channel
+            )));
+        }
         if self.server.max_message_chars == 0 {
             return Err(ConfigError::Rule(
                 "server.max_message_chars must be positive".into(),
@@ -577,6 +709,15 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Whether this instance runs as one of several (see [`ClusterMode`]).
+    pub fn clustered(&self) -> bool {
+        match self.cluster.mode {
+            ClusterMode::Auto => self.database_url().starts_with("postgres"),
+            ClusterMode::On => true,
+            ClusterMode::Off => false,
+        }
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.

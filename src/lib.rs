@@ -3,15 +3,17 @@
 //! The binary (`src/main.rs`) is a thin shell over this library. Read the modules in this order:
 //! `model` (documents and chunks) -> `config` -> `assets` -> `nlp` (encoder, intents, classifier,
 //! keywords) -> `knowledge` (loaders, chunking,
-//! ingestion, retrieval) -> `index` (vector store trait + Qdrant Edge) -> `store` (SQL
+//! ingestion, retrieval) -> `index` (vector store trait; Qdrant Edge and a Qdrant server) -> `store` (SQL
 //! persistence) -> `policy` (decisions) -> `privacy` (masking) -> `engine` (one customer turn,
-//! end to end) -> `app` (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
+//! end to end) -> `handoff` (the human side) -> `cluster` (several instances on PostgreSQL) ->
+//! `app` (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
 
 pub mod answer;
 pub mod app;
 pub mod assets;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod eval;

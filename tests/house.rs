@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["answer"],
     &["engine"],
     &["handoff"],
+    &["cluster"],
     &["http"],
     &["app"],
     &["eval"],

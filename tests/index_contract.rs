@@ -1,13 +1,19 @@
 //! The contract every `VectorIndex` backend must honour. Each case is a generic async function over
 //! `Arc<dyn VectorIndex>`; `backend_contract!` runs every case against one backend. To add a
-//! backend (e.g. the Qdrant server one), write an `open_*` function returning a fresh, empty index
-//! and add one `backend_contract!` line at the bottom.
+//! backend, write an `open_*` function returning a fresh, empty index (or `None`, after saying so
+//! loudly, when the backend cannot run here) and add one `backend_contract!` line at the bottom.
+//!
+//! The Qdrant server backend runs against a real server (tests/common/qdrant.rs says how it is
+//! found); each case gets its own collection, dropped when the case ends.
+
+mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use baton::index::edge::{EdgeIndex, EdgeIndexSettings};
-use baton::index::{IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
+use baton::index::server::{QdrantServerIndex, ServerIndexSettings};
+use baton::index::{IndexError, IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
 use baton::model::Chunk;
 use uuid::Uuid;
 
@@ -24,17 +30,43 @@ struct TestIndex {
     _resources: Box<dyn Send>,
 }
 
-async fn open_edge() -> TestIndex {
-    open_edge_with(EdgeIndexSettings::default())
+async fn open_edge() -> Option<TestIndex> {
+    Some(open_edge_with(EdgeIndexSettings::default()))
 }
 
 /// Edge with thresholds so low that every `flush` turns segments into HNSW-indexed ones and HNSW
 /// search is used (rather than the exhaustive fallback): exercises the optimiser, copy-on-write of
 /// indexed points, and approximate search with a few hundred points.
-async fn open_edge_indexed() -> TestIndex {
-    open_edge_with(EdgeIndexSettings {
+async fn open_edge_indexed() -> Option<TestIndex> {
+    Some(open_edge_with(EdgeIndexSettings {
         indexing_threshold_kb: Some(1),
         full_scan_threshold_kb: Some(1),
+    }))
+}
+
+fn server_settings(url: &str, collection: &str) -> ServerIndexSettings {
+    ServerIndexSettings {
+        url: url.to_string(),
+        collection: collection.to_string(),
+        api_key: None,
+        timeout: std::time::Duration::from_secs(10),
+    }
+}
+
+/// A fresh collection on the test Qdrant server; `None` when there is no server (said loudly).
+async fn open_qdrant_server() -> Option<TestIndex> {
+    let url = common::qdrant::qdrant_url().await?;
+    let collection = common::qdrant::fresh_collection();
+    let guard = common::qdrant::CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let index = QdrantServerIndex::connect(&server_settings(&url, &collection), DIMENSION)
+        .await
+        .expect("connect to the test Qdrant server");
+    Some(TestIndex {
+        index: Arc::new(index),
+        _resources: Box::new(guard),
     })
 }
 
@@ -731,7 +763,9 @@ macro_rules! backend_contract {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $open().await;
+                let Some(backend) = $open().await else {
+                    return;
+                };
                 super::$case(std::sync::Arc::clone(&backend.index)).await;
             }
         )+
@@ -740,3 +774,139 @@ macro_rules! backend_contract {
 
 backend_contract!(edge, super::open_edge);
 backend_contract!(edge_indexed, super::open_edge_indexed);
+backend_contract!(qdrant_server, super::open_qdrant_server);
+
+// ---------------------------------------------------------------------------------------------
+// What only the server backend has: a collection that outlives the client, someone else's
+// collection, a server that is not there.
+
+/// A second client on the same collection (another instance, or this one after a restart) sees
+/// everything the first wrote, and searches score the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_reconnecting_keeps_the_collection() {
+    let Some(url) = common::qdrant::qdrant_url().await else {
+        return;
+    };
+    let collection = common::qdrant::fresh_collection();
+    let _guard = common::qdrant::CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let settings = server_settings(&url, &collection);
+    let first = QdrantServerIndex::connect(&settings, DIMENSION)
+        .await
+        .expect("first connect creates the collection");
+    let chunks = (0..20)
+        .map(|seed| {
+            let name = format!("kept {seed}");
+            indexed(
+                chunk("doc", &name, &name),
+                random_unit_vector(seed),
+                &[(seed as u32, 1.0)],
+            )
+        })
+        .collect();
+    first.upsert(chunks).await.expect("upsert");
+    let before = first
+        .search_dense(&random_unit_vector(3), 5)
+        .await
+        .expect("search");
+    drop(first);
+
+    let second = QdrantServerIndex::connect(&settings, DIMENSION)
+        .await
+        .expect("second connect uses the existing collection");
+    assert_eq!(second.count().await.expect("count"), 20);
+    let after = second
+        .search_dense(&random_unit_vector(3), 5)
+        .await
+        .expect("search");
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(ids(&after)[0], chunk_id("kept 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_refuses_a_collection_of_another_dimension() {
+    let Some(url) = common::qdrant::qdrant_url().await else {
+        return;
+    };
+    let collection = common::qdrant::fresh_collection();
+    let _guard = common::qdrant::CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let settings = server_settings(&url, &collection);
+    QdrantServerIndex::connect(&settings, DIMENSION)
+        .await
+        .expect("create the collection");
+    match QdrantServerIndex::connect(&settings, DIMENSION * 2).await {
+        Err(IndexError::Dimension { expected, got }) => {
+            assert_eq!((expected, got), (DIMENSION, DIMENSION * 2));
+        }
+        Err(other) => panic!("expected a dimension error, got {other}"),
+        Ok(_) => panic!("a collection of another dimension was accepted"),
+    }
+}
+
+/// A collection someone else made (one plain vector, no keywords) is not used as a Baton index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_refuses_a_collection_that_is_not_a_baton_index() {
+    use qdrant_client::qdrant::{CreateCollectionBuilder, Distance, VectorParamsBuilder};
+    let Some(url) = common::qdrant::qdrant_url().await else {
+        return;
+    };
+    let collection = common::qdrant::fresh_collection();
+    let _guard = common::qdrant::CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let client = qdrant_client::Qdrant::from_url(&url)
+        .skip_compatibility_check()
+        .build()
+        .expect("client");
+    client
+        .create_collection(
+            CreateCollectionBuilder::new(&collection)
+                .vectors_config(VectorParamsBuilder::new(DIMENSION as u64, Distance::Cosine)),
+        )
+        .await
+        .expect("create a foreign collection");
+    let error = QdrantServerIndex::connect(&server_settings(&url, &collection), DIMENSION)
+        .await
+        .err()
+        .expect("a foreign collection is refused");
+    let message = error.to_string();
+    assert!(
+        matches!(error, IndexError::Open { .. }) && message.contains("not a Baton index"),
+        "{message}"
+    );
+    assert!(message.contains(&collection), "{message}");
+}
+
+/// Nothing listening: a clear error naming the address, within the timeout (no server needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_that_is_not_there_is_a_clear_open_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut settings = server_settings(&url, "baton_chunks");
+    settings.timeout = std::time::Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let error = QdrantServerIndex::connect(&settings, DIMENSION)
+        .await
+        .err()
+        .expect("no server, no index");
+    let message = error.to_string();
+    assert!(matches!(error, IndexError::Open { .. }), "{message}");
+    assert!(
+        message.contains(&url) && message.contains("cannot be reached"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "connect must give up (took {:?})",
+        started.elapsed()
+    );
+}

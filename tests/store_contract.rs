@@ -32,6 +32,7 @@ contract_tests!(
     complete_turn_requires_a_customer_message,
     readers_never_see_a_half_completed_turn,
     events_are_listed_per_conversation_and_after_a_cursor,
+    settled_events_never_pass_an_event_still_committing,
     documents_round_trip_with_chunks_in_ordinal_order,
     upserting_a_document_replaces_its_chunks,
     documents_are_found_by_source_and_listed_with_chunk_counts,
@@ -884,6 +885,79 @@ async fn events_are_listed_per_conversation_and_after_a_cursor(backend: Backend)
         .await
         .expect("after last")
         .is_empty());
+}
+
+/// The webhook cursor's reading: an event whose transaction is still open holds back every
+/// later one, so a cursor that moved past the later ones could never skip it. (SQLite has one
+/// writer; there the open transaction would block the store's insert, so the case only checks
+/// the order.)
+async fn settled_events_never_pass_an_event_still_committing(backend: Backend) {
+    let store = backend.open().await;
+    let first = store
+        .append_event(None, "first", &json!({}))
+        .await
+        .expect("first");
+    let is_postgres = matches!(backend, Backend::Postgres { .. });
+    let mut late = None;
+    let raw = backend.raw().await;
+    let mut open = None;
+    if is_postgres {
+        let mut transaction = raw.begin().await.expect("begin");
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (conversation_id, kind, payload, created_at) \
+             VALUES (NULL, 'late', '{}', 0) RETURNING id",
+        )
+        .fetch_one(&mut *transaction)
+        .await
+        .expect("insert without committing");
+        late = Some(id);
+        open = Some(transaction);
+    }
+    let later = store
+        .append_event(None, "later", &json!({}))
+        .await
+        .expect("later");
+    if let Some(late) = late {
+        assert!(late < later.id);
+        let settled = store.settled_events(first.id, 100).await.expect("settled");
+        assert!(
+            settled.is_empty(),
+            "event {} was listed while event {late} was still committing: {settled:?}",
+            later.id
+        );
+    }
+    if let Some(transaction) = open {
+        transaction.commit().await.expect("commit");
+    }
+    // Other tests' transactions on the same server can hold the list back for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let expected_kinds: Vec<&str> = if is_postgres {
+        vec!["first", "late", "later"]
+    } else {
+        vec!["first", "later"]
+    };
+    loop {
+        let settled = store.settled_events(0, 100).await.expect("settled");
+        let kinds: Vec<&str> = settled.iter().map(|e| e.kind.as_str()).collect();
+        if kinds == expected_kinds {
+            let ids: Vec<i64> = settled.iter().map(|e| e.id).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && kinds.len() <= expected_kinds.len(),
+            "settled events: {kinds:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store
+            .settled_events(later.id, 100)
+            .await
+            .expect("after last"),
+        vec![]
+    );
+    raw.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1174,6 +1174,7 @@ mod tests {
             documents: 3,
             chunks: 5,
             queries: 10,
+            index: "qdrant-edge",
             hybrid: true,
             recall_at_1: 0.8,
             recall_at_3: 0.9,

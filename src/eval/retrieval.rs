@@ -30,6 +30,10 @@ pub struct RetrievalArgs {
     /// Dense retrieval only (no keyword fusion), to see what the fusion adds.
     #[arg(long)]
     pub dense_only: bool,
+    /// Index into this Qdrant server (gRPC address, e.g. http://127.0.0.1:6334) instead of Qdrant
+    /// Edge, in a scratch collection dropped afterwards: the same figures are expected.
+    #[arg(long)]
+    pub qdrant_url: Option<String>,
 }
 
 /// A query and the documents (ids or sources) that answer it.
@@ -58,6 +62,8 @@ pub struct RetrievalReport {
     pub documents: usize,
     pub chunks: usize,
     pub queries: usize,
+    /// "qdrant-edge" or "qdrant-server".
+    pub index: &'static str,
     pub hybrid: bool,
     pub recall_at_1: f64,
     pub recall_at_3: f64,
@@ -72,15 +78,24 @@ pub async fn run(settings: &Settings, args: RetrievalArgs) -> Result<(), EvalErr
     let path = resolve_data(settings, &args.data)?;
     let scratch = tempfile::tempdir().map_err(EvalError::pipeline)?;
     let (knowledge_dir, queries) = prepare(&path, scratch.path())?;
+    let mut settings = settings.clone();
+    if let Some(url) = &args.qdrant_url {
+        settings.index.url = Some(url.clone());
+        settings.index.collection = format!("baton_eval_{}", uuid::Uuid::new_v4().simple());
+    }
     let report = evaluate(
-        settings,
+        &settings,
         &knowledge_dir,
         &queries,
         scratch.path(),
         !args.dense_only,
         &path,
     )
-    .await?;
+    .await;
+    if args.qdrant_url.is_some() {
+        drop_scratch_collection(&settings).await;
+    }
+    let report = report?;
     print_summary(&report);
     if let Some(json) = &args.json {
         write_json(json, &report)?;
@@ -89,6 +104,16 @@ pub async fn run(settings: &Settings, args: RetrievalArgs) -> Result<(), EvalErr
         crate::eval::report::write_html(html, &crate::eval::report::retrieval_page(&report))?;
     }
     Ok(())
+}
+
+/// Best effort: a scratch collection left behind is harmless but wastes the server's memory.
+async fn drop_scratch_collection(settings: &Settings) {
+    let Some(server) = settings.index.server() else {
+        return;
+    };
+    if let Err(err) = crate::index::server::QdrantServerIndex::drop_collection(&server).await {
+        tracing::warn!(collection = %server.collection, error = %err, "scratch collection not dropped");
+    }
 }
 
 /// The knowledge folder and queries for a data set: StackFAQ is turned into an FAQ file (one
@@ -352,6 +377,11 @@ pub async fn evaluate(
         documents: documents.len(),
         chunks: chunks as usize,
         queries: queries.len(),
+        index: if components.settings.index.url.is_some() {
+            "qdrant-server"
+        } else {
+            "qdrant-edge"
+        },
         hybrid,
         recall_at_1: recall_at(1),
         recall_at_3: recall_at(3),
@@ -366,10 +396,11 @@ pub async fn evaluate(
 fn print_summary(report: &RetrievalReport) {
     println!("retrieval evaluation on {}", report.data);
     println!(
-        "  {} documents, {} chunks, {} queries ({})",
+        "  {} documents, {} chunks, {} queries ({}, {})",
         report.documents,
         report.chunks,
         report.queries,
+        report.index,
         if report.hybrid {
             "dense + keyword fusion"
         } else {

@@ -5,9 +5,13 @@
 //! - ephemeral frames (typing, queue position, offers) go through the bounded queue; a client too
 //!   slow to drain it is disconnected rather than buffered without limit, and recovers with the
 //!   resume protocol.
+//!
+//! With several instances (the cluster module) a [`Relay`] carries every wake and frame to the
+//! other instances, which [`Hub::deliver`] it to their own connections; after a relay lost
+//! notifications, [`Hub::catch_up`] makes every local connection re-read what it shows.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,6 +19,36 @@ use tokio::sync::{mpsc, Notify};
 
 use super::protocol::{AgentFrame, CustomerFrame};
 use crate::store::Millis;
+
+/// One delivery the hub makes, as it travels between instances.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    WakeCustomer {
+        conversation_id: String,
+    },
+    WakeAgent {
+        agent_id: String,
+        conversation_id: String,
+    },
+    Customer {
+        conversation_id: String,
+        frame: CustomerFrame,
+    },
+    Agent {
+        agent_id: String,
+        frame: AgentFrame,
+    },
+    AllAgents {
+        frame: AgentFrame,
+    },
+}
+
+/// Carries the hub's deliveries to the other instances. `publish` must not block: it is called
+/// with no await point, from inside the handoff service's steps.
+pub trait Relay: Send + Sync {
+    fn publish(&self, signal: Signal);
+}
 
 /// What the WebSocket loop of one customer connection listens to.
 pub struct CustomerInbox {
@@ -30,6 +64,9 @@ pub struct AgentInbox {
     pub wake: Arc<Notify>,
     /// Conversations with messages to sync.
     pub dirty: Arc<Mutex<HashSet<String>>>,
+    /// Set when notifications may have been lost: the connection must compare what it shows with
+    /// what the agent holds now, then sync every conversation.
+    pub resync: Arc<AtomicBool>,
 }
 
 struct CustomerLink {
@@ -43,6 +80,7 @@ struct AgentLink {
     frames: mpsc::Sender<AgentFrame>,
     wake: Arc<Notify>,
     dirty: Arc<Mutex<HashSet<String>>>,
+    resync: Arc<AtomicBool>,
 }
 
 /// In-memory presence of one agent.
@@ -64,6 +102,8 @@ pub struct Hub {
     pub overflows: AtomicU64,
     /// Flipped once when the server shuts down; every socket loop watches it.
     closing: Option<tokio::sync::watch::Sender<bool>>,
+    /// The other instances, when there are any (set once, at start-up).
+    relay: std::sync::OnceLock<Arc<dyn Relay>>,
 }
 
 impl Hub {
@@ -73,6 +113,53 @@ impl Hub {
             capacity: capacity.max(8),
             closing: Some(tokio::sync::watch::channel(false).0),
             ..Self::default()
+        }
+    }
+
+    /// Send every delivery to the other instances too. Only the first call counts.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        if self.relay.set(relay).is_err() {
+            tracing::error!("the hub's relay was set twice; keeping the first");
+        }
+    }
+
+    fn relay(&self, signal: impl FnOnce() -> Signal) {
+        if let Some(relay) = self.relay.get() {
+            relay.publish(signal());
+        }
+    }
+
+    /// A delivery that another instance made: to this instance's connections only.
+    pub fn deliver(&self, signal: Signal) {
+        match signal {
+            Signal::WakeCustomer { conversation_id } => self.wake_customer_here(&conversation_id),
+            Signal::WakeAgent {
+                agent_id,
+                conversation_id,
+            } => self.wake_agent_here(&agent_id, &conversation_id),
+            Signal::Customer {
+                conversation_id,
+                frame,
+            } => self.send_customer_here(&conversation_id, frame),
+            Signal::Agent { agent_id, frame } => self.send_agent_here(&agent_id, frame),
+            Signal::AllAgents { frame } => self.broadcast_agents_here(frame),
+        }
+    }
+
+    /// Notifications from other instances may have been lost: every customer connection re-reads
+    /// its messages, every agent connection re-reads what the agent holds and its messages. The
+    /// store holds the truth, so this catches up on everything durable.
+    pub fn catch_up(&self) {
+        for links in self.customers.lock().values() {
+            for link in links {
+                link.wake.notify_one();
+            }
+        }
+        for links in self.agents.lock().values() {
+            for link in links {
+                link.resync.store(true, Ordering::Release);
+                link.wake.notify_one();
+            }
         }
     }
 
@@ -127,6 +214,7 @@ impl Hub {
         let (sender, frames) = mpsc::channel(self.capacity);
         let wake = Arc::new(Notify::new());
         let dirty = Arc::new(Mutex::new(HashSet::new()));
+        let resync = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut agents = self.agents.lock();
         let links = agents.entry(agent_id.to_string()).or_default();
@@ -135,6 +223,7 @@ impl Hub {
             frames: sender,
             wake: wake.clone(),
             dirty: dirty.clone(),
+            resync: resync.clone(),
         });
         let connections = links.len();
         drop(agents);
@@ -150,6 +239,7 @@ impl Hub {
             frames,
             wake,
             dirty,
+            resync,
         }
     }
 
@@ -179,12 +269,14 @@ impl Hub {
         remaining == 0
     }
 
-    /// Whether the agent has at least one live connection.
+    /// Whether the agent has at least one live connection to this instance.
     pub fn agent_connected(&self, agent_id: &str) -> bool {
-        self.agents
-            .lock()
-            .get(agent_id)
-            .is_some_and(|links| !links.is_empty())
+        self.agent_connections(agent_id) > 0
+    }
+
+    /// How many connections the agent has to this instance.
+    pub fn agent_connections(&self, agent_id: &str) -> usize {
+        self.agents.lock().get(agent_id).map_or(0, Vec::len)
     }
 
     /// When an agent's last connection closed (None: connected, or never seen by this process).
@@ -207,6 +299,23 @@ impl Hub {
             });
     }
 
+    /// Who is connected to this instance, and since when the others it has seen are gone.
+    pub fn presence_snapshot(&self) -> super::presence::PresenceSnapshot {
+        let connected = self.agents.lock().keys().cloned().collect();
+        let gone_since = self
+            .presence
+            .lock()
+            .iter()
+            .filter_map(|(agent, presence)| {
+                presence.disconnected_at.map(|since| (agent.clone(), since))
+            })
+            .collect();
+        super::presence::PresenceSnapshot {
+            connected,
+            gone_since,
+        }
+    }
+
     pub fn connected_agents(&self) -> Vec<String> {
         self.agents.lock().keys().cloned().collect()
     }
@@ -219,8 +328,48 @@ impl Hub {
         self.agents.lock().values().map(Vec::len).sum()
     }
 
-    /// New messages in a conversation: wake its customer connections.
+    /// New messages in a conversation: wake its customer connections (on every instance).
     pub fn wake_customer(&self, conversation_id: &str) {
+        self.wake_customer_here(conversation_id);
+        self.relay(|| Signal::WakeCustomer {
+            conversation_id: conversation_id.to_string(),
+        });
+    }
+
+    /// New messages in a conversation an agent holds: wake their connections (on every instance).
+    pub fn wake_agent(&self, agent_id: &str, conversation_id: &str) {
+        self.wake_agent_here(agent_id, conversation_id);
+        self.relay(|| Signal::WakeAgent {
+            agent_id: agent_id.to_string(),
+            conversation_id: conversation_id.to_string(),
+        });
+    }
+
+    pub fn send_customer(&self, conversation_id: &str, frame: CustomerFrame) {
+        self.relay(|| Signal::Customer {
+            conversation_id: conversation_id.to_string(),
+            frame: frame.clone(),
+        });
+        self.send_customer_here(conversation_id, frame);
+    }
+
+    pub fn send_agent(&self, agent_id: &str, frame: AgentFrame) {
+        self.relay(|| Signal::Agent {
+            agent_id: agent_id.to_string(),
+            frame: frame.clone(),
+        });
+        self.send_agent_here(agent_id, frame);
+    }
+
+    /// Send to every connected agent (queue updates), on every instance.
+    pub fn broadcast_agents(&self, frame: AgentFrame) {
+        self.relay(|| Signal::AllAgents {
+            frame: frame.clone(),
+        });
+        self.broadcast_agents_here(frame);
+    }
+
+    fn wake_customer_here(&self, conversation_id: &str) {
         if let Some(links) = self.customers.lock().get(conversation_id) {
             for link in links {
                 link.wake.notify_one();
@@ -228,8 +377,7 @@ impl Hub {
         }
     }
 
-    /// New messages in a conversation an agent holds: wake their connections.
-    pub fn wake_agent(&self, agent_id: &str, conversation_id: &str) {
+    fn wake_agent_here(&self, agent_id: &str, conversation_id: &str) {
         if let Some(links) = self.agents.lock().get(agent_id) {
             for link in links {
                 link.dirty.lock().insert(conversation_id.to_string());
@@ -238,7 +386,7 @@ impl Hub {
         }
     }
 
-    pub fn send_customer(&self, conversation_id: &str, frame: CustomerFrame) {
+    fn send_customer_here(&self, conversation_id: &str, frame: CustomerFrame) {
         let mut customers = self.customers.lock();
         if let Some(links) = customers.get_mut(conversation_id) {
             // A full queue means the client is not reading: drop the link (its loop sees the
@@ -254,7 +402,7 @@ impl Hub {
         }
     }
 
-    pub fn send_agent(&self, agent_id: &str, frame: AgentFrame) {
+    fn send_agent_here(&self, agent_id: &str, frame: AgentFrame) {
         let mut agents = self.agents.lock();
         if let Some(links) = agents.get_mut(agent_id) {
             links.retain(|link| match link.frames.try_send(frame.clone()) {
@@ -268,13 +416,9 @@ impl Hub {
         }
     }
 
-    /// Send to every connected agent (queue updates).
-    pub fn broadcast_agents(&self, frame_for: impl Fn(&str) -> Option<AgentFrame>) {
-        let agents: Vec<String> = self.connected_agents();
-        for agent in agents {
-            if let Some(frame) = frame_for(&agent) {
-                self.send_agent(&agent, frame);
-            }
+    fn broadcast_agents_here(&self, frame: AgentFrame) {
+        for agent in self.connected_agents() {
+            self.send_agent_here(&agent, frame.clone());
         }
     }
 }

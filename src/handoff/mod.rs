@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod clock;
 pub mod hours;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod webhooks;
 
@@ -36,6 +37,7 @@ use crate::templates::{render, Templates};
 use clock::Clock;
 use hours::BusinessHours;
 use hub::Hub;
+use presence::{LocalPresence, PresenceDirectory, PresenceSnapshot};
 use protocol::{
     AgentFrame, AgentView, ConversationContext, CustomerFrame, IntentView, MessageView, NoteView,
     QueueItem, Typist,
@@ -85,6 +87,8 @@ pub struct HandoffService {
     store: Arc<dyn Store>,
     handoffs: Arc<dyn HandoffStore>,
     hub: Arc<Hub>,
+    /// Which agents are connected: this instance's hub, or the database with several instances.
+    presence: Arc<dyn PresenceDirectory>,
     clock: Arc<dyn Clock>,
     settings: HandoffSettings,
     hours: Option<BusinessHours>,
@@ -121,6 +125,7 @@ impl HandoffService {
         Self {
             store,
             handoffs,
+            presence: Arc::new(LocalPresence::new(hub.clone())),
             hub,
             clock,
             settings,
@@ -141,6 +146,21 @@ impl HandoffService {
     pub fn with_masker(mut self, masker: Masker) -> Self {
         self.masker = masker;
         self
+    }
+
+    /// Where presence is read and recorded (several instances share it through the database).
+    pub fn with_presence(mut self, presence: Arc<dyn PresenceDirectory>) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    async fn presence(&self) -> Result<PresenceSnapshot, HandoffError> {
+        Ok(self.presence.snapshot(self.clock.now()).await?)
+    }
+
+    /// Tell the presence directory how many sockets of `agent_id` this instance holds now.
+    async fn record_presence(&self, agent_id: &str) -> Result<(), HandoffError> {
+        Ok(self.presence.record(agent_id, self.clock.now()).await?)
     }
 
     /// The text with personal and payment data masked, counted in the metrics.
@@ -359,6 +379,7 @@ impl HandoffService {
 
     /// An agent connected: what they hold, the queue, and a chance to take work.
     pub async fn agent_connected(&self, agent: &AgentRecord) -> Result<AgentFrame, HandoffError> {
+        self.record_presence(&agent.id).await?;
         let agent = if agent.status == AgentStatus::Offline {
             self.handoffs
                 .update_agent(
@@ -392,6 +413,11 @@ impl HandoffService {
         let last = self
             .hub
             .disconnect_agent(agent_id, connection, self.clock.now());
+        if let Err(err) = self.record_presence(agent_id).await {
+            // The instance's heartbeat stops counting this connection when the instance goes;
+            // until then the agent may look connected elsewhere.
+            tracing::warn!(agent_id, error = %err, "could not record an agent's disconnection");
+        }
         self.metrics
             .connected_agents
             .set(self.hub.connected_agent_count() as i64);
@@ -401,6 +427,43 @@ impl HandoffService {
                 "agent disconnected; their conversations wait the grace period"
             );
         }
+    }
+
+    /// After notifications from other instances may have been lost: the frames that bring a
+    /// connection showing `shown` up to date with what the agent holds now (conversations let go
+    /// of, new ones with their context, the queue). The caller then syncs every held
+    /// conversation's messages.
+    pub async fn agent_resync(
+        &self,
+        agent_id: &str,
+        shown: &std::collections::HashSet<String>,
+    ) -> Result<Vec<AgentFrame>, HandoffError> {
+        let held = self.handoffs.agent_handoffs(agent_id).await?;
+        let mut frames: Vec<AgentFrame> = shown
+            .iter()
+            .filter(|id| !held.iter().any(|h| &h.conversation_id == *id))
+            .map(|id| AgentFrame::Unassigned {
+                conversation_id: id.clone(),
+                reason: "released".into(),
+            })
+            .collect();
+        for handoff in held {
+            if shown.contains(&handoff.conversation_id) {
+                continue;
+            }
+            let conversation = self.context(&handoff).await?;
+            frames.push(match (handoff.state, handoff.offer_expires_at) {
+                (ConversationState::Offered, Some(expires_at)) => AgentFrame::Offer {
+                    conversation,
+                    expires_at,
+                },
+                _ => AgentFrame::Assigned { conversation },
+            });
+        }
+        frames.push(AgentFrame::Queue {
+            queue: self.queue_view().await?,
+        });
+        Ok(frames)
     }
 
     pub async fn set_presence(
@@ -884,12 +947,13 @@ impl HandoffService {
             .list_handoffs(&[ConversationState::Queued])
             .await?;
         if !queued.is_empty() {
+            let presence = self.presence().await?;
             let mut agents: Vec<AgentRecord> = self
                 .handoffs
                 .list_agents()
                 .await?
                 .into_iter()
-                .filter(|a| a.status == AgentStatus::Online && self.hub.agent_connected(&a.id))
+                .filter(|a| a.status == AgentStatus::Online && presence.is_connected(&a.id))
                 .collect();
             let now = self.clock.now();
             let open = self.hours.as_ref().is_none_or(|hours| hours.is_open(now));
@@ -984,14 +1048,18 @@ impl HandoffService {
             .await?;
         let reply_timeout = self.settings.agent_reply_timeout_secs as i64 * 1000;
         let grace = self.settings.disconnect_grace_secs as i64 * 1000;
+        let presence = if held.is_empty() {
+            PresenceSnapshot::default()
+        } else {
+            self.presence().await?
+        };
         for handoff in held {
             let Some(agent) = handoff.agent_id.clone() else {
                 continue;
             };
-            let gone = !self.hub.agent_connected(&agent)
-                && self
-                    .hub
-                    .agent_disconnected_at(&agent)
+            let gone = !presence.is_connected(&agent)
+                && presence
+                    .disconnected_at(&agent)
                     .is_none_or(|since| now - since >= grace);
             let reason = if gone {
                 Some("agent_disconnected")
@@ -1048,8 +1116,13 @@ impl HandoffService {
         self.dispatch().await
     }
 
-    /// Runs [`HandoffService::sweep`] every `sweep_interval_ms` until `stop` resolves.
-    pub async fn run_sweeper(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// Runs [`HandoffService::sweep`] every `sweep_interval_ms` until `stop` resolves, when
+    /// `leading()` (with several instances only the leader sweeps).
+    pub async fn run_sweeper(
+        self: Arc<Self>,
+        leading: impl Fn() -> bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         let mut interval = tokio::time::interval(std::time::Duration::from_millis(
             self.settings.sweep_interval_ms.max(10),
         ));
@@ -1059,6 +1132,9 @@ impl HandoffService {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = interval.tick() => {
+                    if !leading() {
+                        continue;
+                    }
                     if let Err(err) = self.sweep().await {
                         tracing::warn!(error = %err, "handoff sweep failed");
                     }
@@ -1135,8 +1211,7 @@ impl HandoffService {
         for (conversation_id, frame) in self.queue_positions(&queue).await? {
             self.hub.send_customer(&conversation_id, frame);
         }
-        let frame = AgentFrame::Queue { queue };
-        self.hub.broadcast_agents(|_| Some(frame.clone()));
+        self.hub.broadcast_agents(AgentFrame::Queue { queue });
         Ok(())
     }
 
@@ -1146,6 +1221,7 @@ impl HandoffService {
         queue: &[QueueItem],
     ) -> Result<Vec<(String, CustomerFrame)>, HandoffError> {
         let agents = self.handoffs.list_agents().await?;
+        let presence = self.presence().await?;
         let average = *self.average_handle_secs.lock();
         let mut positions: HashMap<&str, usize> = HashMap::new();
         let mut frames = Vec::with_capacity(queue.len());
@@ -1156,7 +1232,7 @@ impl HandoffService {
                 .iter()
                 .filter(|a| {
                     a.status == AgentStatus::Online
-                        && self.hub.agent_connected(&a.id)
+                        && presence.is_connected(&a.id)
                         && has_skill(a, &item.skill)
                 })
                 .collect();
@@ -1415,6 +1491,7 @@ impl HandoffService {
     }
 
     async fn eligible_agents(&self, skill: &str) -> Result<Vec<AgentRecord>, HandoffError> {
+        let presence = self.presence().await?;
         Ok(self
             .handoffs
             .list_agents()
@@ -1422,7 +1499,7 @@ impl HandoffService {
             .into_iter()
             .filter(|a| {
                 a.status == AgentStatus::Online
-                    && self.hub.agent_connected(&a.id)
+                    && presence.is_connected(&a.id)
                     && has_skill(a, skill)
             })
             .collect())

@@ -67,10 +67,22 @@ impl WebhookWorker {
         }
     }
 
-    /// Deliver until `stop` resolves, polling the log every `poll`.
-    pub async fn run(self, poll: Duration, stop: impl std::future::Future<Output = ()>) {
+    /// Deliver until `stop` resolves, polling the log every `poll`, in rounds when `leading()`
+    /// (with several instances only the leader delivers, so no event goes out twice).
+    pub async fn run(
+        self,
+        poll: Duration,
+        leading: impl Fn() -> bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         loop {
+            if !leading() {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(poll) => continue,
+                }
+            }
             match self.deliver_pending(&mut stop).await {
                 Ok(true) => return, // stopped while delivering
                 Ok(false) => {}
@@ -92,7 +104,7 @@ impl WebhookWorker {
     ) -> Result<bool, StoreError> {
         loop {
             let cursor = self.handoffs.webhook_cursor(&self.target.name).await?;
-            let events = self.store.list_events(None, Some(cursor), BATCH).await?;
+            let events = self.store.settled_events(cursor, BATCH).await?;
             if events.is_empty() {
                 return Ok(false);
             }

@@ -12,8 +12,7 @@ use crate::engine::{KnowledgeRef, Understanding};
 use crate::http::auth::Admin;
 use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::knowledge::ingest::{IngestOutcome, SyncReport, UPLOAD_PREFIX};
-use crate::nlp::classifier::FitOptions;
-use crate::nlp::intent_model::{self, IntentRecognizer, TrainingInfo};
+use crate::nlp::intent_model::TrainingInfo;
 use crate::nlp::intents::IntentSpec;
 use crate::store::DocumentSummary;
 
@@ -301,18 +300,7 @@ pub async fn train_intents(
     _admin: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<TrainingInfo>, AppError> {
-    let settings = &state.settings;
-    let recognizer = IntentRecognizer::load_or_train(
-        &settings.intents_file(),
-        &intent_model::cache_dir(&settings.paths.data),
-        state.engine.encoder(),
-        &state.components.encoder_digest(),
-        &FitOptions::default(),
-    )
-    .await?;
-    let info = recognizer.info().clone();
-    state.engine.replace_intents(recognizer);
-    Ok(Json(info))
+    Ok(Json(state.retrain_intents().await?))
 }
 
 #[cfg(test)]

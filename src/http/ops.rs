@@ -51,6 +51,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "knowledge_chunks": index.as_ref().ok(),
         "intents": intents.info().intents,
         "intent_examples": intents.info().examples,
+        "cluster": state.cluster.as_ref().map(|cluster| json!({
+            "instance": cluster.instance_id(),
+            "leader": cluster.leadership().is_leader(),
+        })),
     });
     let status = if ready {
         StatusCode::OK
@@ -72,6 +76,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     let stats = state.engine.encoder().stats();
     let mut body = state.metrics.render();
+    if let Some(cluster) = &state.cluster {
+        body.push_str(&format!(
+            "# HELP baton_cluster_leader 1 while this instance leads the sweeps and webhooks
+# TYPE baton_cluster_leader gauge
+baton_cluster_leader {}
+",
+            u8::from(cluster.leadership().is_leader())
+        ));
+    }
     // Encoder counters live in the worker threads; exposed as plain counters here.
     body.push_str(&format!(
         "# HELP baton_encoder_batches_total Model batches run by the encoder workers\n# TYPE baton_encoder_batches_total counter\nbaton_encoder_batches_total {}\n\

@@ -455,6 +455,22 @@ pub async fn run_agent(state: AppState, agent: AgentRecord, socket: WebSocket) {
                 }
             },
             _ = inbox.wake.notified() => {
+                if inbox.resync.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                    let shown = last_sent.keys().cloned().collect();
+                    match service.agent_resync(&agent.id, &shown).await {
+                        Ok(frames) => {
+                            for frame in frames {
+                                track(&frame, &mut last_sent);
+                                if !send_json(&mut sink, &frame).await {
+                                    alive = false;
+                                    break;
+                                }
+                            }
+                            inbox.dirty.lock().extend(last_sent.keys().cloned());
+                        }
+                        Err(err) => tracing::warn!(agent = %agent.id, error = %err, "agent resync failed"),
+                    }
+                }
                 let dirty: Vec<String> = inbox.dirty.lock().drain().collect();
                 for conversation_id in dirty {
                     if !sync_agent(&state, &conversation_id, &mut last_sent, &mut sink).await {

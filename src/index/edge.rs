@@ -39,15 +39,11 @@ use qdrant_edge::{
 };
 use serde_json::Value;
 
-use super::{IndexError, IndexedChunk, ScoredChunk, SparseVector, VectorIndex};
+use super::{
+    check_dense_query, check_indexed_chunk, check_sparse, chunk_payload, IndexError, IndexedChunk,
+    ScoredChunk, SparseVector, VectorIndex, DENSE_VECTOR, DOCUMENT_ID_KEY, KEYWORD_VECTOR,
+};
 use crate::model::Chunk;
-
-/// Name of the dense (embedding) vector in the shard.
-pub const DENSE_VECTOR: &str = "dense";
-/// Name of the sparse (keyword) vector in the shard.
-pub const KEYWORD_VECTOR: &str = "keywords";
-/// Payload key holding the chunk's document id; it comes from `Chunk::document_id`.
-const DOCUMENT_ID_KEY: &str = "document_id";
 
 /// File and directory that qdrant-edge 0.7.2 creates in a shard directory. The crate keeps these
 /// names private; we only need them to tell "create a new shard" from "load the existing one".
@@ -247,17 +243,7 @@ impl VectorIndex for EdgeIndex {
         query: &[f32],
         limit: usize,
     ) -> Result<Vec<ScoredChunk>, IndexError> {
-        if query.len() != self.dimension {
-            return Err(IndexError::Dimension {
-                expected: self.dimension,
-                got: query.len(),
-            });
-        }
-        if query.iter().any(|value| !value.is_finite()) {
-            return Err(IndexError::InvalidQuery(
-                "the dense query contains a NaN or infinite value".into(),
-            ));
-        }
+        check_dense_query(query, self.dimension)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -437,43 +423,17 @@ fn point_from_chunk(
     indexed: IndexedChunk,
     dimension: usize,
 ) -> Result<PointStructPersisted, IndexError> {
+    let point_id = check_indexed_chunk(&indexed, dimension)?;
     let IndexedChunk {
         chunk,
         dense_views,
         sparse,
     } = indexed;
-    let invalid = |reason: String| IndexError::InvalidChunk {
+    let keywords = to_edge_sparse(&sparse).map_err(|reason| IndexError::InvalidChunk {
         chunk_id: chunk.id.clone(),
         reason,
-    };
-    if dense_views.is_empty() {
-        return Err(invalid("the chunk has no dense vector".into()));
-    }
-    for view in &dense_views {
-        if view.len() != dimension {
-            return Err(IndexError::Dimension {
-                expected: dimension,
-                got: view.len(),
-            });
-        }
-        if view.iter().any(|value| !value.is_finite()) {
-            return Err(invalid(
-                "the dense vector contains a NaN or infinite value".into(),
-            ));
-        }
-    }
-    let point_id = Uuid::parse_str(&chunk.id)
-        .map_err(|err| invalid(format!("the chunk id is not a UUID: {err}")))?;
-    let keywords = to_edge_sparse(&sparse).map_err(invalid)?;
-    let payload = match serde_json::to_value(&chunk) {
-        Ok(Value::Object(fields)) => Payload(fields),
-        Ok(other) => {
-            return Err(invalid(format!(
-                "the chunk does not serialise to a JSON object but to {other}"
-            )))
-        }
-        Err(err) => return Err(invalid(format!("the chunk does not serialise: {err}"))),
-    };
+    })?;
+    let payload = Payload(chunk_payload(&chunk)?);
     let vectors = [
         (
             DENSE_VECTOR.to_string(),
@@ -485,7 +445,7 @@ fn point_from_chunk(
         ),
     ];
     Ok(PointStructPersisted {
-        id: PointId::Uuid(point_id),
+        id: PointId::Uuid(Uuid::from_bytes(point_id.into_bytes())),
         vector: VectorStructPersisted::Named(vectors.into_iter().collect()),
         payload: Some(payload),
     })
@@ -493,9 +453,7 @@ fn point_from_chunk(
 
 /// Convert (and validate) a sparse vector; the error is a human-readable reason.
 fn to_edge_sparse(sparse: &SparseVector) -> Result<qdrant_edge::SparseVector, String> {
-    if sparse.values.iter().any(|value| !value.is_finite()) {
-        return Err("the sparse vector contains a NaN or infinite weight".into());
-    }
+    check_sparse(sparse)?;
     qdrant_edge::SparseVector::new(sparse.indices.clone(), sparse.values.clone())
         .map_err(|err| format!("invalid sparse vector: {err}"))
 }

@@ -7,10 +7,18 @@
 //! and sparse dot-product search.
 
 pub mod edge;
+pub mod server;
 
 use async_trait::async_trait;
 
 use crate::model::Chunk;
+
+/// Name of the dense (embedding) vector, in every backend's layout.
+pub const DENSE_VECTOR: &str = "dense";
+/// Name of the sparse (keyword) vector, in every backend's layout.
+pub const KEYWORD_VECTOR: &str = "keywords";
+/// Payload key holding the chunk's document id; it comes from `Chunk::document_id`.
+pub(crate) const DOCUMENT_ID_KEY: &str = "document_id";
 
 /// A sparse keyword vector: term ids (hashed tokens) and their weights. The index applies IDF.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,4 +88,93 @@ pub trait VectorIndex: Send + Sync {
     async fn count(&self) -> Result<usize, IndexError>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<(), IndexError>;
+}
+
+/// The checks every backend makes on a chunk before writing it, so a bad chunk gets the same typed
+/// error whatever the backend and a batch can be rejected whole before anything is written.
+/// Returns the chunk id as a UUID (the point id in Qdrant).
+pub(crate) fn check_indexed_chunk(
+    indexed: &IndexedChunk,
+    dimension: usize,
+) -> Result<uuid::Uuid, IndexError> {
+    let invalid = |reason: String| IndexError::InvalidChunk {
+        chunk_id: indexed.chunk.id.clone(),
+        reason,
+    };
+    if indexed.dense_views.is_empty() {
+        return Err(invalid("the chunk has no dense vector".into()));
+    }
+    for view in &indexed.dense_views {
+        if view.len() != dimension {
+            return Err(IndexError::Dimension {
+                expected: dimension,
+                got: view.len(),
+            });
+        }
+        if view.iter().any(|value| !value.is_finite()) {
+            return Err(invalid(
+                "the dense vector contains a NaN or infinite value".into(),
+            ));
+        }
+    }
+    check_sparse(&indexed.sparse).map_err(invalid)?;
+    uuid::Uuid::parse_str(&indexed.chunk.id)
+        .map_err(|err| invalid(format!("the chunk id is not a UUID: {err}")))
+}
+
+/// The checks every backend makes on a dense query.
+pub(crate) fn check_dense_query(query: &[f32], dimension: usize) -> Result<(), IndexError> {
+    if query.len() != dimension {
+        return Err(IndexError::Dimension {
+            expected: dimension,
+            got: query.len(),
+        });
+    }
+    if query.iter().any(|value| !value.is_finite()) {
+        return Err(IndexError::InvalidQuery(
+            "the dense query contains a NaN or infinite value".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A sparse vector Qdrant accepts: as many weights as term ids, finite weights, no term twice.
+/// The error is a reader-facing reason.
+pub(crate) fn check_sparse(sparse: &SparseVector) -> Result<(), String> {
+    if sparse.indices.len() != sparse.values.len() {
+        return Err(format!(
+            "invalid sparse vector: {} term ids but {} weights",
+            sparse.indices.len(),
+            sparse.values.len()
+        ));
+    }
+    if sparse.values.iter().any(|value| !value.is_finite()) {
+        return Err("the sparse vector contains a NaN or infinite weight".into());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(sparse.indices.len());
+    if let Some(duplicate) = sparse.indices.iter().find(|term| !seen.insert(**term)) {
+        return Err(format!(
+            "invalid sparse vector: term id {duplicate} appears more than once"
+        ));
+    }
+    Ok(())
+}
+
+/// The payload stored with a chunk's point: the whole chunk as a JSON object, so its
+/// `document_id` is a top-level key (indexed as a keyword for `delete_document`) and a search
+/// needs no second lookup.
+pub(crate) fn chunk_payload(
+    chunk: &Chunk,
+) -> Result<serde_json::Map<String, serde_json::Value>, IndexError> {
+    let invalid = |reason: String| IndexError::InvalidChunk {
+        chunk_id: chunk.id.clone(),
+        reason,
+    };
+    match serde_json::to_value(chunk) {
+        Ok(serde_json::Value::Object(fields)) => Ok(fields),
+        Ok(other) => Err(invalid(format!(
+            "the chunk does not serialise to a JSON object but to {other}"
+        ))),
+        Err(err) => Err(invalid(format!("the chunk does not serialise: {err}"))),
+    }
 }

@@ -24,6 +24,10 @@ pub struct LoadArgs {
     /// The server, e.g. http://127.0.0.1:8080.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Agents connect here instead (another instance of a cluster on one PostgreSQL: every
+    /// message then crosses instances, customer on `--url`, agent here).
+    #[arg(long)]
+    pub agent_url: Option<String>,
     /// The server's admin key (agents are created through the admin API).
     #[arg(long, env = "BATON_ADMIN_KEY")]
     pub admin_key: String,
@@ -167,6 +171,10 @@ impl Stopwatch {
 pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/').to_string();
+    let agent_base = args
+        .agent_url
+        .as_deref()
+        .map_or(base.clone(), |url| url.trim_end_matches('/').to_string());
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let clock = Arc::new(Stopwatch(Instant::now()));
     let capacity = args.customers.div_ceil(args.agents.max(1)).max(1) as i64;
@@ -177,7 +185,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     for index in 0..args.agents {
         let name = format!("load-{run_id}-{index}");
         let response = client
-            .post(format!("{base}/v1/admin/agents"))
+            .post(format!("{agent_base}/v1/admin/agents"))
             .bearer_auth(&args.admin_key)
             .json(&json!({ "name": name, "password": "load-test-password", "skills": ["*"], "capacity": capacity }))
             .send_retrying()
@@ -190,7 +198,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
             )));
         }
         let login: Value = client
-            .post(format!("{base}/v1/agents/login"))
+            .post(format!("{agent_base}/v1/agents/login"))
             .json(&json!({ "name": name, "password": "load-test-password" }))
             .send_retrying()
             .await
@@ -204,7 +212,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let to_agent_us = Arc::new(Mutex::new(Vec::<f64>::new()));
     let mut agent_tasks = Vec::new();
     for (index, token) in agent_tokens.iter().enumerate() {
-        let mut socket = connect(&base, "/v1/agents/ws", token).await?;
+        let mut socket = connect(&agent_base, "/v1/agents/ws", token).await?;
         let assigned = assigned.clone();
         let latencies = to_agent_us.clone();
         let clock = clock.clone();

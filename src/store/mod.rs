@@ -305,6 +305,11 @@ pub trait Store: Send + Sync {
         kind: &str,
         payload: &serde_json::Value,
     ) -> Result<EventRecord, StoreError>;
+    /// Events with id > `after`, oldest first, for a reader that keeps a cursor (webhooks): only
+    /// events no still-running transaction can precede, so the cursor never passes an event that
+    /// commits after a later id. May lag the newest events by as long as the oldest running
+    /// transaction on the database server.
+    async fn settled_events(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError>;
     /// Events of one conversation (or all when None) with id > `after`, oldest first.
     async fn list_events(
         &self,

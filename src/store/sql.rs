@@ -853,6 +853,34 @@ impl Store for SqlStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn settled_events(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        const CONTEXT: &str = "listing settled events";
+        // With PostgreSQL an event's id is taken at insert and the event becomes visible at
+        // commit, so a later id can be seen first; reading only events whose writing transactions
+        // have all ended keeps a cursor from passing one still committing
+        // (migrations/postgres/0004_cluster.sql). SQLite has one writer: ids appear in order.
+        let query = match self.dialect {
+            Dialect::Sqlite => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+            ),
+            Dialect::Postgres => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id > $1 \
+                 AND tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY id LIMIT $2"
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(after)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .context(CONTEXT)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn upsert_document(&self, document: &Document) -> Result<(), StoreError> {
         const CONTEXT: &str = "storing a document";
         let mut write = self.begin_write(CONTEXT).await?;

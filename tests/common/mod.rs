@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod backends;
+pub mod cluster;
 pub mod human;
 pub mod llm;
 pub mod pg;
+pub mod qdrant;
 pub mod ws;
