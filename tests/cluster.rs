@@ -442,3 +442,63 @@ async fn the_leader_killed_mid_sweep_is_replaced_and_its_work_is_done() {
     );
     database.close().await;
 }
+
+/// Retraining through one instance (after the intents file changed) retrains the others too, so
+/// every instance answers with the same intents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retraining_the_intents_on_one_instance_retrains_every_instance() {
+    let bed = Testbed::new().await;
+    let folder = tempfile::tempdir().unwrap();
+    let intents = folder.path().join("intents.yaml");
+    let demo = std::fs::read_to_string(common::app::repo().join("knowledge/intents.yaml")).unwrap();
+    std::fs::write(&intents, &demo).unwrap();
+    let shared_file = |settings: &mut baton::config::Settings| {
+        settings.intents.file = intents.clone();
+    };
+    let a = bed.instance_with(shared_file).await;
+    let b = bed.instance_with(shared_file).await;
+    let names = |view: Value| -> Vec<String> {
+        view["intents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        !names(b.admin_get("/v1/admin/intents").await).contains(&"smart_plug_setup".to_string())
+    );
+
+    let edited = demo.replacen(
+        "intents:\n",
+        "intents:\n  - name: smart_plug_setup\n    examples: [\"how do I pair the smart plug\", \"smart plug will not connect\", \"set up my new smart plug\"]\n",
+        1,
+    );
+    assert_ne!(edited, demo);
+    std::fs::write(&intents, edited).unwrap();
+    let trained = a
+        .client
+        .post(a.url("/v1/admin/intents/train"))
+        .bearer_auth(common::app::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trained.status(), 200);
+    assert!(names(a.admin_get("/v1/admin/intents").await).contains(&"smart_plug_setup".to_string()));
+    eventually(
+        Duration::from_secs(60),
+        "B retrained from the edited file",
+        || async {
+            names(b.admin_get("/v1/admin/intents").await).contains(&"smart_plug_setup".to_string())
+        },
+    )
+    .await;
+    let (id, token) = b.conversation().await;
+    let (_, reply) = b.say(&id, &token, "how do I pair the smart plug").await;
+    assert_eq!(
+        reply["understanding"]["intent"]["name"], "smart_plug_setup",
+        "{reply}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
