@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::app::{repo, spawn_with, test_settings, TestApp, ADMIN_KEY};
+use super::human::create_agent;
 use super::pg::TestDatabase;
 use super::qdrant::{fresh_collection, qdrant_url, CollectionGuard};
 
@@ -189,38 +190,15 @@ where
     }
 }
 
-/// Create an agent through the admin API of `address` and log in there; (id, token).
+/// Create an agent with every skill through the admin API of `address` and log in there;
+/// (id, token).
 pub async fn agent(
     client: &reqwest::Client,
     address: &str,
     name: &str,
     capacity: i64,
 ) -> (String, String) {
-    let response = client
-        .post(format!("{address}/v1/admin/agents"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({ "name": name, "password": "s3cret-passw0rd", "skills": ["*"], "capacity": capacity }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    login(client, address, name).await
-}
-
-pub async fn login(client: &reqwest::Client, address: &str, name: &str) -> (String, String) {
-    let login: Value = client
-        .post(format!("{address}/v1/agents/login"))
-        .json(&json!({ "name": name, "password": "s3cret-passw0rd" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        login["agent"]["id"].as_str().unwrap().to_string(),
-        login["token"].as_str().unwrap().to_string(),
-    )
+    create_agent(client, address, name, &["*"], capacity).await
 }
 
 /// A conversation started on `address` that asks for a person; (id, token).

@@ -33,31 +33,7 @@ pub async fn human_side(configure: impl FnOnce(&mut Settings)) -> Human {
 impl Human {
     /// Create an agent through the admin API and log in; returns (agent id, token).
     pub async fn agent(&self, name: &str, skills: &[&str], capacity: i64) -> (String, String) {
-        let response = self
-            .app
-            .client
-            .post(self.app.url("/v1/admin/agents"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&json!({ "name": name, "display_name": capitalise(name), "password": "s3cret-passw0rd", "skills": skills, "capacity": capacity }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        let login: Value = self
-            .app
-            .client
-            .post(self.app.url("/v1/agents/login"))
-            .json(&json!({ "name": name, "password": "s3cret-passw0rd" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            login["agent"]["id"].as_str().unwrap().to_string(),
-            login["token"].as_str().unwrap().to_string(),
-        )
+        create_agent(&self.app.client, &self.app.address, name, skills, capacity).await
     }
 
     pub async fn agent_socket(&self, token: &str) -> WsClient {
@@ -104,6 +80,38 @@ impl Human {
             .status()
             .as_u16()
     }
+}
+
+/// Create an agent (display name: the name capitalised) through the admin API of the server at
+/// `address` and log in there; returns (agent id, token).
+pub async fn create_agent(
+    client: &reqwest::Client,
+    address: &str,
+    name: &str,
+    skills: &[&str],
+    capacity: i64,
+) -> (String, String) {
+    let response = client
+        .post(format!("{address}/v1/admin/agents"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "name": name, "display_name": capitalise(name), "password": "s3cret-passw0rd", "skills": skills, "capacity": capacity }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let login: Value = client
+        .post(format!("{address}/v1/agents/login"))
+        .json(&json!({ "name": name, "password": "s3cret-passw0rd" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        login["agent"]["id"].as_str().unwrap().to_string(),
+        login["token"].as_str().unwrap().to_string(),
+    )
 }
 
 pub fn capitalise(name: &str) -> String {
