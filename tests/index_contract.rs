@@ -910,3 +910,170 @@ async fn qdrant_server_that_is_not_there_is_a_clear_open_error() {
         started.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The knowledge base over each backend with the real encoder: a folder synced by content hash
+// (unchanged files are not re-embedded), an edit, a removal, and a restart of the index.
+
+const KNOWLEDGE_DIMENSION: usize = baton::nlp::encoder::EMBEDDING_DIM;
+
+async fn knowledge_sync_by_hash_edit_remove_and_restart<F, Fut>(reopen: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn VectorIndex>>,
+{
+    use baton::knowledge::ingest::KnowledgeBase;
+    let folder = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("refunds.md"),
+        "# Refunds\n\nRefunds go back to the card you paid with within 5 working days.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.path().join("shipping.md"),
+        "# Shipping\n\nWe ship to the United Kingdom, Ireland and France. Express delivery takes one day.\n",
+    )
+    .unwrap();
+    let store: Arc<dyn baton::store::Store> = Arc::new(
+        baton::store::SqlStore::connect(&format!(
+            "sqlite://{}",
+            data.path().join("baton.db").display()
+        ))
+        .await
+        .unwrap(),
+    );
+    let encoder = common::app::shared_encoder();
+    let open = |index: Arc<dyn VectorIndex>| {
+        KnowledgeBase::new(
+            store.clone(),
+            index,
+            encoder.clone(),
+            baton::knowledge::chunking::ChunkingOptions::default(),
+        )
+    };
+    let top_source = |index: Arc<dyn VectorIndex>, question: &'static str| {
+        let encoder = encoder.clone();
+        async move {
+            let query = encoder.embed(question).await.unwrap();
+            index.search_dense(&query, 1).await.unwrap()[0]
+                .chunk
+                .source
+                .clone()
+        }
+    };
+
+    let index = reopen().await;
+    let knowledge = open(index.clone());
+    let first = knowledge.sync_folder(folder.path()).await.unwrap();
+    assert_eq!(first.added.len(), 2, "{first:?}");
+    let chunks = index.count().await.unwrap();
+    assert!(chunks >= 2);
+    let again = knowledge.sync_folder(folder.path()).await.unwrap();
+    assert_eq!(
+        (
+            again.unchanged,
+            again.added.len(),
+            again.updated.len(),
+            again.reindexed_chunks
+        ),
+        (2, 0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(index.count().await.unwrap(), chunks);
+
+    std::fs::write(
+        folder.path().join("refunds.md"),
+        "# Refunds\n\nRefunds go back to the card you paid with within 10 working days; PayPal refunds take 2 days.\n",
+    )
+    .unwrap();
+    let edited = knowledge.sync_folder(folder.path()).await.unwrap();
+    assert_eq!(
+        (edited.updated.len(), edited.unchanged),
+        (1, 1),
+        "{edited:?}"
+    );
+    assert_eq!(
+        top_source(index.clone(), "how long does a refund take").await,
+        "refunds.md"
+    );
+
+    std::fs::remove_file(folder.path().join("shipping.md")).unwrap();
+    let removed = knowledge.sync_folder(folder.path()).await.unwrap();
+    assert_eq!(
+        removed.removed,
+        vec!["shipping.md".to_string()],
+        "{removed:?}"
+    );
+    assert_eq!(
+        top_source(index.clone(), "do you ship to France").await,
+        "refunds.md",
+        "the removed document is not found"
+    );
+    let left = index.count().await.unwrap();
+    drop(knowledge);
+    drop(index);
+
+    // A restart: the index is opened again and the folder synced as at start-up.
+    let index = reopen().await;
+    assert_eq!(index.count().await.unwrap(), left);
+    let restarted = open(index.clone())
+        .sync_folder(folder.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            restarted.unchanged,
+            restarted.added.len(),
+            restarted.reindexed_chunks
+        ),
+        (1, 0, 0),
+        "{restarted:?}"
+    );
+    assert_eq!(top_source(index, "PayPal refund time").await, "refunds.md");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_knowledge_sync_by_hash_edit_remove_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    knowledge_sync_by_hash_edit_remove_and_restart(|| {
+        let path = path.clone();
+        async move {
+            // The previous handle may still be closing its files on the blocking pool.
+            for _ in 0..50 {
+                match EdgeIndex::open(&path, KNOWLEDGE_DIMENSION) {
+                    Ok(index) => return Arc::new(index) as Arc<dyn VectorIndex>,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+            Arc::new(EdgeIndex::open(&path, KNOWLEDGE_DIMENSION).expect("reopen the edge index"))
+                as Arc<dyn VectorIndex>
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_knowledge_sync_by_hash_edit_remove_and_restart() {
+    let Some(url) = common::qdrant::qdrant_url().await else {
+        return;
+    };
+    let collection = common::qdrant::fresh_collection();
+    let _guard = common::qdrant::CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let settings = server_settings(&url, &collection);
+    knowledge_sync_by_hash_edit_remove_and_restart(|| {
+        let settings = settings.clone();
+        async move {
+            Arc::new(
+                QdrantServerIndex::connect(&settings, KNOWLEDGE_DIMENSION)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn VectorIndex>
+        }
+    })
+    .await;
+}
