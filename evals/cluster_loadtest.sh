@@ -25,7 +25,7 @@ for n in $(seq 1 "$INSTANCES"); do
   DATA=$(mktemp -d); DIRS+=("$DATA")
   PORT=$((8090 + n))
   # The generator is one address sending as fast as it can: the abuse limits are for other clients.
-  BATON_ADMIN_KEY=$KEY BATON_DATABASE__URL=$DBURL BATON_LIMITS__REQUESTS_PER_IP_PER_SECOND=0 \
+  env BATON_ADMIN_KEY=$KEY BATON_DATABASE__URL=$DBURL BATON_LIMITS__REQUESTS_PER_IP_PER_SECOND=0 \
   BATON_LIMITS__MESSAGES_PER_CONVERSATION_PER_MINUTE=0 BATON_LIMITS__MAX_CUSTOMER_SOCKETS=0 \
   ${QDRANT:+BATON_INDEX__URL=$QDRANT BATON_INDEX__COLLECTION=$DB} \
     "$BIN" serve --data "$DATA" --bind 127.0.0.1:$PORT > "$DATA.log" 2>&1 &
