@@ -1,107 +1,38 @@
 //! Assembling Baton from its configuration: the pieces every command needs (model files, encoder,
 //! store, vector index, knowledge base) and, for the server, the trained intents and the engine.
+//! The types assembled are defined in `crate::state` (below `http`, which reads them).
 //! Each failure is one line that says what is wrong and how to fix it.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+pub use crate::state::{AppState, Components, DataDirLock, StartupError};
 
 use crate::answer::llm::LlmAnswerWriter;
 use crate::answer::prompt::AnswerPrompt;
 use crate::answer::{AnswerWriter, ExtractiveAnswerer};
-use crate::assets::{AssetError, ModelFiles, ENCODER_MODEL};
-use crate::cluster::{Cluster, ClusterError, Leadership};
+use crate::assets::{ModelFiles, ENCODER_MODEL};
+use crate::cluster::{Cluster, Leadership};
 use crate::config::{AnswerWriterKind, Settings};
 use crate::engine::Engine;
 use crate::handoff::clock::{Clock, SystemClock};
 use crate::handoff::hours::BusinessHours;
 use crate::handoff::hub::Hub;
 use crate::handoff::HandoffService;
-use crate::http::limits::Limits;
 use crate::index::edge::EdgeIndex;
 use crate::index::server::QdrantServerIndex;
-use crate::index::{IndexError, VectorIndex};
-use crate::knowledge::ingest::{IngestError, KnowledgeBase, SyncReport};
+use crate::index::VectorIndex;
+use crate::knowledge::ingest::{KnowledgeBase, SyncReport};
 use crate::knowledge::retrieval::Retriever;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::nlp::classifier::FitOptions;
-use crate::nlp::encoder::{EncoderError, EncoderPool, EMBEDDING_DIM};
+use crate::nlp::encoder::{EncoderPool, EMBEDDING_DIM};
 use crate::nlp::intent_model::{self, IntentModelError, IntentRecognizer, TrainingInfo};
 use crate::policy::Policy;
 use crate::privacy::Masker;
-use crate::store::{HandoffStore, SqlStore, Store, StoreError};
-use crate::templates::{TemplateError, Templates};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Assets(#[from] AssetError),
-    #[error(transparent)]
-    Encoder(#[from] EncoderError),
-    #[error("data directory {path}: {reason}")]
-    DataDir { path: String, reason: String },
-    #[error("data directory {0} is in use by another baton process (stop it, or use the admin API of the running server)")]
-    DataDirBusy(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    #[error("knowledge folder: {0}")]
-    Knowledge(#[from] IngestError),
-    #[error(transparent)]
-    Intents(#[from] IntentModelError),
-    #[error(transparent)]
-    Templates(#[from] TemplateError),
-    #[error("human handoff: {0}")]
-    Handoff(String),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error("cannot listen on {addr}: {reason}")]
-    Bind { addr: String, reason: String },
-}
-
-/// An exclusive lock on the data directory: the in-process vector index and SQLite file must
-/// have one owner. Released when dropped (or when the process dies).
-#[derive(Debug)]
-pub struct DataDirLock {
-    _file: File,
-}
-
-impl DataDirLock {
-    pub fn acquire(data_dir: &Path) -> Result<Self, StartupError> {
-        let dir_error = |reason: String| StartupError::DataDir {
-            path: data_dir.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(data_dir).map_err(|e| dir_error(e.to_string()))?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join(".lock"))
-            .map_err(|e| dir_error(e.to_string()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StartupError::DataDirBusy(data_dir.display().to_string()))
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(dir_error(e.to_string())),
-        }
-    }
-}
-
-/// What every command that touches the knowledge base needs.
-pub struct Components {
-    pub settings: Arc<Settings>,
-    pub model_files: ModelFiles,
-    pub encoder: EncoderPool,
-    pub store: Arc<dyn Store>,
-    /// The same database, seen through the human-side trait.
-    pub handoffs: Arc<dyn HandoffStore>,
-    pub index: Arc<dyn VectorIndex>,
-    pub knowledge: KnowledgeBase,
-    pub data_lock: Arc<DataDirLock>,
-}
+use crate::store::{HandoffStore, SqlStore, Store};
+use crate::templates::Templates;
 
 /// The configured vector index: a Qdrant server when `index.url` is set, Qdrant Edge otherwise.
 async fn open_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, StartupError> {
@@ -206,20 +137,6 @@ impl Components {
         }
         Ok(Some(report))
     }
-}
-
-/// Everything the HTTP server serves from.
-#[derive(Clone)]
-pub struct AppState {
-    pub components: Arc<Components>,
-    pub engine: Arc<Engine>,
-    pub handoff: Arc<HandoffService>,
-    pub metrics: Metrics,
-    pub settings: Arc<Settings>,
-    /// Request, message and connection limits, shared by every route and socket.
-    pub limits: Arc<Limits>,
-    /// This instance's membership of a cluster on PostgreSQL (None: it runs alone).
-    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {

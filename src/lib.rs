@@ -6,7 +6,8 @@
 //! ingestion, retrieval) -> `index` (vector store trait; Qdrant Edge and a Qdrant server) -> `store` (SQL
 //! persistence) -> `policy` (decisions) -> `privacy` (masking) -> `engine` (one customer turn,
 //! end to end) -> `handoff` (the human side) -> `cluster` (several instances on PostgreSQL) ->
-//! `app` (assembly) -> `http` (axum API) -> `cli`, `eval`, `bench`.
+//! `state` (what the server serves from) -> `http` (axum API) -> `app` (assembly, background
+//! work) -> `cli`, `eval`, `bench`.
 
 pub mod answer;
 pub mod app;
@@ -21,12 +22,14 @@ pub mod handoff;
 pub mod http;
 pub mod index;
 pub mod knowledge;
+pub mod limits;
 pub mod loadtest;
 pub mod metrics;
 pub mod model;
 pub mod nlp;
 pub mod policy;
 pub mod privacy;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod templates;

@@ -7,13 +7,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::engine::{KnowledgeRef, Understanding};
 use crate::http::auth::Admin;
 use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::knowledge::ingest::{IngestOutcome, SyncReport, UPLOAD_PREFIX};
 use crate::nlp::intent_model::TrainingInfo;
 use crate::nlp::intents::IntentSpec;
+use crate::state::AppState;
 use crate::store::DocumentSummary;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

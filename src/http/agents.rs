@@ -8,7 +8,6 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::engine::{AgentAssist, EngineError};
 use crate::handoff::accounts::{
     hash_password, new_agent, new_token, token_hash, verify_password_off_runtime,
@@ -18,6 +17,7 @@ use crate::handoff::{agent_view, Actor, TransferTarget};
 use crate::http::auth::{bearer_token, Admin};
 use crate::http::error::{ApiJson, AppError, ErrorBody};
 use crate::http::limits::SocketKind;
+use crate::state::AppState;
 use crate::store::{AgentRecord, HandoffRecord, Millis};
 
 /// Largest WebSocket frame accepted from a client.

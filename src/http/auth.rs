@@ -5,10 +5,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
-use crate::app::AppState;
 use crate::assets::constant_time_eq;
 use crate::engine::EngineError;
 use crate::http::error::AppError;
+use crate::state::AppState;
 use crate::store::ConversationRecord;
 
 /// The bearer token of a request, if any.

@@ -5,10 +5,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::engine::{NewConversation, TurnResult};
 use crate::http::auth::customer_conversation;
 use crate::http::error::{ApiJson, AppError, ErrorBody};
+use crate::state::AppState;
 use crate::store::{ConversationState, MessageRecord, Millis, Role};
 
 /// Longest client_message_id accepted (it is stored and indexed).

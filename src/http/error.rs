@@ -97,6 +97,19 @@ pub struct ErrorDetail {
 }
 
 /// Whole seconds for `Retry-After`, rounded up (never 0: "retry now" would be refused again).
+impl From<crate::limits::LimitError> for AppError {
+    fn from(refused: crate::limits::LimitError) -> Self {
+        match refused {
+            crate::limits::LimitError::RateLimited { retry_after, what } => {
+                AppError::RateLimited { retry_after, what }
+            }
+            crate::limits::LimitError::SocketsFull { .. } => {
+                AppError::Unavailable(refused.to_string())
+            }
+        }
+    }
+}
+
 pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

@@ -13,11 +13,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::handoff::protocol::{
     AgentCommand, AgentFrame, CustomerCommand, CustomerFrame, MessageView, Typist, PROTOCOL,
 };
 use crate::handoff::{Actor, HandoffError, TransferTarget};
+use crate::http::error::AppError;
+use crate::state::AppState;
 use crate::store::{AgentRecord, ConversationState, MessageRecord};
 
 /// Close code for a client that did not keep up; it should reconnect and resume.
@@ -254,7 +255,10 @@ async fn customer_command(
             }
             // Refused before it is stored: the client may send it again after the wait.
             if let Err(refused) = state.limits.check_message(conversation_id) {
-                return Some(error_frame("rate_limited", &refused.to_string()));
+                return Some(error_frame(
+                    "rate_limited",
+                    &AppError::from(refused).to_string(),
+                ));
             }
             let bot_answers = state
                 .engine
