@@ -67,6 +67,35 @@ async fn agent_socket(address: &str, token: &str) -> WsClient {
     socket
 }
 
+/// Two instances; Maya works through B and holds a conversation a customer started on A.
+struct Pair {
+    bed: Testbed,
+    a: common::app::TestApp,
+    b: common::app::TestApp,
+    maya: WsClient,
+    id: String,
+    token: String,
+}
+
+async fn agent_on_b_holds_a_conversation_started_on_a() -> Pair {
+    let bed = Testbed::new().await;
+    let a = bed.instance().await;
+    let b = bed.instance().await;
+    let client = reqwest::Client::new();
+    let (_, maya_token) = agent(&client, &b.address, "maya", 3).await;
+    let mut maya = agent_socket(&b.address, &maya_token).await;
+    let (id, token) = handed_off(&client, &a.address).await;
+    maya.until(is_assigned(&id)).await;
+    Pair {
+        bed,
+        a,
+        b,
+        maya,
+        id,
+        token,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_on_one_instance_and_an_agent_on_another_talk_in_order() {
     let bed = Testbed::new().await;
@@ -252,14 +281,14 @@ async fn racing_claims_through_three_instances_keep_one_owner_and_the_capacity()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_listen_connection_is_caught_up_from_the_store() {
-    let bed = Testbed::new().await;
-    let a = bed.instance().await;
-    let b = bed.instance().await;
-    let client = reqwest::Client::new();
-    let (_, maya_token) = agent(&client, &b.address, "maya", 3).await;
-    let mut maya = agent_socket(&b.address, &maya_token).await;
-    let (id, token) = handed_off(&client, &a.address).await;
-    maya.until(is_assigned(&id)).await;
+    let Pair {
+        bed,
+        a,
+        b,
+        mut maya,
+        id,
+        token,
+    } = agent_on_b_holds_a_conversation_started_on_a().await;
 
     // Cut every LISTEN session on the database; messages written meanwhile reach the agent on B
     // anyway, once its listener is back and its sockets re-read the store.
@@ -297,14 +326,14 @@ async fn a_lost_listen_connection_is_caught_up_from_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_restarts_and_its_customer_socket_resumes_without_loss_or_duplicates() {
-    let bed = Testbed::new().await;
-    let a = bed.instance().await;
-    let b = bed.instance().await;
-    let client = reqwest::Client::new();
-    let (_, maya_token) = agent(&client, &b.address, "maya", 3).await;
-    let mut maya = agent_socket(&b.address, &maya_token).await;
-    let (id, token) = handed_off(&client, &a.address).await;
-    maya.until(is_assigned(&id)).await;
+    let Pair {
+        bed,
+        a,
+        b,
+        mut maya,
+        id,
+        token,
+    } = agent_on_b_holds_a_conversation_started_on_a().await;
     let mut customer = customer_socket(&a.address, &id, &token, 0).await;
     maya.send(json!({"type": "message", "conversation_id": id, "text": "before 0"}))
         .await;

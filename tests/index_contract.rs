@@ -55,12 +55,7 @@ fn server_settings(url: &str, collection: &str) -> ServerIndexSettings {
 
 /// A fresh collection on the test Qdrant server; `None` when there is no server (said loudly).
 async fn open_qdrant_server() -> Option<TestIndex> {
-    let url = common::qdrant::qdrant_url().await?;
-    let collection = common::qdrant::fresh_collection();
-    let guard = common::qdrant::CollectionGuard {
-        url: url.clone(),
-        collection: collection.clone(),
-    };
+    let (url, collection, guard) = common::qdrant::scratch_collection().await?;
     let index = QdrantServerIndex::connect(&server_settings(&url, &collection), DIMENSION)
         .await
         .expect("connect to the test Qdrant server");
@@ -784,13 +779,8 @@ backend_contract!(qdrant_server, super::open_qdrant_server);
 /// everything the first wrote, and searches score the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_server_reconnecting_keeps_the_collection() {
-    let Some(url) = common::qdrant::qdrant_url().await else {
+    let Some((url, collection, _guard)) = common::qdrant::scratch_collection().await else {
         return;
-    };
-    let collection = common::qdrant::fresh_collection();
-    let _guard = common::qdrant::CollectionGuard {
-        url: url.clone(),
-        collection: collection.clone(),
     };
     let settings = server_settings(&url, &collection);
     let first = QdrantServerIndex::connect(&settings, DIMENSION)
@@ -827,13 +817,8 @@ async fn qdrant_server_reconnecting_keeps_the_collection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_server_refuses_a_collection_of_another_dimension() {
-    let Some(url) = common::qdrant::qdrant_url().await else {
+    let Some((url, collection, _guard)) = common::qdrant::scratch_collection().await else {
         return;
-    };
-    let collection = common::qdrant::fresh_collection();
-    let _guard = common::qdrant::CollectionGuard {
-        url: url.clone(),
-        collection: collection.clone(),
     };
     let settings = server_settings(&url, &collection);
     QdrantServerIndex::connect(&settings, DIMENSION)
@@ -852,13 +837,8 @@ async fn qdrant_server_refuses_a_collection_of_another_dimension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_server_refuses_a_collection_that_is_not_a_baton_index() {
     use qdrant_client::qdrant::{CreateCollectionBuilder, Distance, VectorParamsBuilder};
-    let Some(url) = common::qdrant::qdrant_url().await else {
+    let Some((url, collection, _guard)) = common::qdrant::scratch_collection().await else {
         return;
-    };
-    let collection = common::qdrant::fresh_collection();
-    let _guard = common::qdrant::CollectionGuard {
-        url: url.clone(),
-        collection: collection.clone(),
     };
     let client = qdrant_client::Qdrant::from_url(&url)
         .skip_compatibility_check()
@@ -1056,13 +1036,8 @@ async fn edge_knowledge_sync_by_hash_edit_remove_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_server_knowledge_sync_by_hash_edit_remove_and_restart() {
-    let Some(url) = common::qdrant::qdrant_url().await else {
+    let Some((url, collection, _guard)) = common::qdrant::scratch_collection().await else {
         return;
-    };
-    let collection = common::qdrant::fresh_collection();
-    let _guard = common::qdrant::CollectionGuard {
-        url: url.clone(),
-        collection: collection.clone(),
     };
     let settings = server_settings(&url, &collection);
     knowledge_sync_by_hash_edit_remove_and_restart(|| {

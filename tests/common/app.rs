@@ -187,6 +187,13 @@ impl TestApp {
     }
 }
 
+/// A line for CI's log even from a test that passes: the harness captures `eprintln!` of passing
+/// tests, not writes to the stderr handle. For tests that could not run here and say so.
+pub fn say_loudly(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+}
+
 /// The roles of a transcript's messages, in order.
 pub fn roles(transcript: &Value) -> Vec<&str> {
     transcript["messages"]

@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::app::{repo, spawn_with, test_settings, TestApp, ADMIN_KEY};
 use super::human::create_agent;
 use super::pg::TestDatabase;
-use super::qdrant::{fresh_collection, qdrant_url, CollectionGuard};
+use super::qdrant::{scratch_collection, CollectionGuard};
 
 /// Quick cluster timings for tests: heartbeats every 100 ms, an instance is dead after 600 ms.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -36,23 +36,19 @@ pub struct Testbed {
 impl Testbed {
     pub async fn new() -> Testbed {
         let database = TestDatabase::create().await;
-        let qdrant = match qdrant_url().await {
-            Some(url) => Some((url, fresh_collection())),
+        let (qdrant, guard) = match scratch_collection().await {
+            Some((url, collection, guard)) => (Some((url, collection)), Some(guard)),
             None => {
-                eprintln!(
-                    "*** no Qdrant server: each instance of this test uses its own Qdrant Edge index ***"
+                super::app::say_loudly(
+                    "no Qdrant server: each instance of this cluster test uses its own Qdrant Edge index",
                 );
-                None
+                (None, None)
             }
         };
-        let collection = qdrant.as_ref().map(|(url, collection)| CollectionGuard {
-            url: url.clone(),
-            collection: collection.clone(),
-        });
         Testbed {
             database,
             qdrant,
-            _collection: collection,
+            _collection: guard,
         }
     }
 

@@ -32,9 +32,9 @@ impl LlamaServer {
     /// The server, up and answering; None (after a loud message) only on a CPU it cannot run on.
     pub async fn start() -> Option<LlamaServer> {
         if !cpu_can_run_it() {
-            eprintln!(
-                "\n*** SKIPPED: this CPU has no AVX-512, which the pinned llama-server build needs; \
-                 the LLM tests did not run ***\n"
+            super::app::say_loudly(
+                "SKIPPED: this CPU has no AVX-512, which the pinned llama-server build needs; \
+                 the LLM tests did not run",
             );
             return None;
         }
@@ -78,9 +78,9 @@ impl LlamaServer {
                 // cannot run it, which is not a failure of Baton's.
                 use std::os::unix::process::ExitStatusExt;
                 if status.signal() == Some(4) {
-                    eprintln!(
-                        "\n*** SKIPPED: the pinned llama-server build stops with SIGILL on this CPU \
-                         (it needs instructions this CPU lacks); the LLM tests did not run ***\n"
+                    super::app::say_loudly(
+                        "SKIPPED: the pinned llama-server build stops with SIGILL on this CPU \
+                         (it needs instructions this CPU lacks); the LLM tests did not run",
                     );
                     return None;
                 }

@@ -24,10 +24,10 @@ pub async fn qdrant_url() -> Option<String> {
         return Some(url);
     }
     let Some(binary) = binary() else {
-        eprintln!(
-            "\n*** SKIPPED: no Qdrant server (set BATON_TEST_QDRANT_URL to a running one, or \
+        super::app::say_loudly(
+            "SKIPPED: no Qdrant server (set BATON_TEST_QDRANT_URL to a running one, or \
              BATON_TEST_QDRANT_BIN to a qdrant binary; docs/deploy.md says how to build it); \
-             the Qdrant server tests did not run ***\n"
+             the Qdrant server tests did not run",
         );
         return None;
     };
@@ -130,6 +130,18 @@ async fn wait_until_ready(url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A server and a collection name of this test's own, dropped with the guard; `None` (after the
+/// loud message) without a server.
+pub async fn scratch_collection() -> Option<(String, String, CollectionGuard)> {
+    let url = qdrant_url().await?;
+    let collection = fresh_collection();
+    let guard = CollectionGuard {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    Some((url, collection, guard))
 }
 
 /// A collection name no other test uses.
