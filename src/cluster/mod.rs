@@ -146,11 +146,7 @@ impl Cluster {
     where
         F: std::future::Future<Output = T>,
     {
-        let mut connection = self
-            .options
-            .connect()
-            .await
-            .map_err(ClusterError::Connect)?;
+        let mut connection = lock_session(&self.options).await?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(lock_key(&self.settings.channel, name))
             .execute(&mut connection)
