@@ -1,5 +1,7 @@
 //! The real `baton` binary: start-up failures are one line that names the problem.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -115,17 +117,7 @@ fn sigterm_stops_the_server_cleanly_after_serving() {
 
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "--models",
-            repo().join("models").to_str().unwrap(),
-            "--knowledge",
-            repo().join("knowledge").to_str().unwrap(),
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--data",
-            data.path().to_str().unwrap(),
-        ])
+        .args(common::app::serve_args(data.path()))
         .env("BATON_PATHS__PROMPTS", repo().join("prompts"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -55,17 +55,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 async fn no_raw_card_number_reaches_the_database_or_the_log() {
     let data = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "--models",
-            repo().join("models").to_str().unwrap(),
-            "--knowledge",
-            repo().join("knowledge").to_str().unwrap(),
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--data",
-            data.path().to_str().unwrap(),
-        ])
+        .args(common::app::serve_args(data.path()))
         .env_remove("RUST_LOG")
         .env("BATON_LOG__LEVEL", "debug")
         .env("BATON_ADMIN_KEY", ADMIN_KEY)

@@ -34,6 +34,24 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings
 }
 
+/// `baton serve` on a free loopback port with the repository's models and demo knowledge and
+/// `data` as its data directory: the arguments for the tests that run the real binary.
+pub fn serve_args(data: &Path) -> Vec<String> {
+    [
+        "--models",
+        repo().join("models").to_str().unwrap(),
+        "--knowledge",
+        repo().join("knowledge").to_str().unwrap(),
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// One encoder for the whole test binary: servers come and go, the ONNX session stays.
 pub fn shared_encoder() -> EncoderPool {
     static ENCODER: OnceLock<EncoderPool> = OnceLock::new();

@@ -17,7 +17,7 @@ use baton::config::Settings;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::app::{repo, spawn_with, test_settings, TestApp, ADMIN_KEY};
+use super::app::{repo, serve_args, spawn_with, test_settings, TestApp, ADMIN_KEY};
 use super::human::create_agent;
 use super::pg::TestDatabase;
 use super::qdrant::{scratch_collection, CollectionGuard};
@@ -85,17 +85,7 @@ impl Testbed {
         let data = tempfile::tempdir().unwrap();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
         command
-            .args([
-                "--models",
-                repo().join("models").to_str().unwrap(),
-                "--knowledge",
-                repo().join("knowledge").to_str().unwrap(),
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--data",
-                data.path().to_str().unwrap(),
-            ])
+            .args(serve_args(data.path()))
             .env_remove("RUST_LOG")
             .env("BATON_ADMIN_KEY", ADMIN_KEY)
             .env("BATON_PATHS__PROMPTS", repo().join("prompts"))
