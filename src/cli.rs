@@ -77,15 +77,15 @@ pub enum Command {
     /// Measure the bot on evaluation data.
     Eval {
         #[command(subcommand)]
-        command: crate::eval::EvalCommand,
+        command: crate::tools::eval::EvalCommand,
     },
     /// Measure latency: the encoder alone and full customer turns over HTTP.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Load a running server with customers and agents over WebSockets.
-    Loadtest(crate::loadtest::LoadArgs),
+    Loadtest(crate::tools::loadtest::LoadArgs),
     /// Kill -9 a server (started by this command) under load, restart it, and count lost and
     /// duplicated messages.
-    Crashtest(crate::loadtest::crash::CrashArgs),
+    Crashtest(crate::tools::loadtest::crash::CrashArgs),
     /// Check that the model files are installed and intact.
     Models,
 }
@@ -193,19 +193,19 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Intents {
             command: IntentsCommand::Check { json },
         } => check_intents(settings, json.as_deref()).await,
-        Command::Eval { command } => crate::eval::run(settings, command)
+        Command::Eval { command } => crate::tools::eval::run(settings, command)
             .await
             .map_err(|e| CliError::Eval(e.to_string())),
-        Command::Loadtest(args) => crate::loadtest::run(args)
+        Command::Loadtest(args) => crate::tools::loadtest::run(args)
             .await
             .map_err(|e| CliError::Other(e.to_string())),
         Command::Crashtest(args) => {
-            crate::loadtest::crash::run(args, passthrough_args(&cli.global))
+            crate::tools::loadtest::crash::run(args, passthrough_args(&cli.global))
                 .await
                 .map(|_| ())
                 .map_err(|e| CliError::Other(e.to_string()))
         }
-        Command::Bench(args) => crate::bench::run(settings, args)
+        Command::Bench(args) => crate::tools::bench::run(settings, args)
             .await
             .map_err(|e| CliError::Other(e.to_string())),
         Command::Models => {

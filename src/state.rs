@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::assets::{AssetError, ModelFiles};
+use crate::bot::Engine;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::handoff::HandoffService;
 use crate::index::{IndexError, VectorIndex};
 use crate::knowledge::ingest::{IngestError, KnowledgeBase};

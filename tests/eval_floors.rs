@@ -7,11 +7,11 @@ mod common;
 use std::path::PathBuf;
 
 use baton::config::Settings;
-use baton::eval::conversations::evaluate as evaluate_conversations;
-use baton::eval::frustration::evaluate as evaluate_frustration;
-use baton::eval::intents::{evaluate as evaluate_intents, IntentData};
-use baton::eval::retrieval::{evaluate as evaluate_retrieval, prepare};
-use baton::eval::sentiment::evaluate as evaluate_sentiment;
+use baton::tools::eval::conversations::evaluate as evaluate_conversations;
+use baton::tools::eval::frustration::evaluate as evaluate_frustration;
+use baton::tools::eval::intents::{evaluate as evaluate_intents, IntentData};
+use baton::tools::eval::retrieval::{evaluate as evaluate_retrieval, prepare};
+use baton::tools::eval::sentiment::evaluate as evaluate_sentiment;
 
 fn eval_data() -> PathBuf {
     let dir = std::env::var("BATON_PATHS__EVAL_DATA")

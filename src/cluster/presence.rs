@@ -73,7 +73,7 @@ impl PresenceDirectory for DatabasePresence {
         .await
         .map_err(database("reading who is connected"))?;
         // This instance knows its own sockets better than its rows do.
-        let mut snapshot = self.hub.presence_snapshot();
+        let mut snapshot = PresenceSnapshot::of(&self.hub);
         for row in rows {
             let agent: String = row.get("agent_id");
             let connections: i64 = row.get("connections");

@@ -299,21 +299,15 @@ impl Hub {
             });
     }
 
-    /// Who is connected to this instance, and since when the others it has seen are gone.
-    pub fn presence_snapshot(&self) -> super::presence::PresenceSnapshot {
-        let connected = self.agents.lock().keys().cloned().collect();
-        let gone_since = self
-            .presence
+    /// For the agents this instance has seen and that have no connection now: since when.
+    pub fn gone_since(&self) -> HashMap<String, Millis> {
+        self.presence
             .lock()
             .iter()
             .filter_map(|(agent, presence)| {
                 presence.disconnected_at.map(|since| (agent.clone(), since))
             })
-            .collect();
-        super::presence::PresenceSnapshot {
-            connected,
-            gone_since,
-        }
+            .collect()
     }
 
     pub fn connected_agents(&self) -> Vec<String> {

@@ -32,11 +32,11 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::json;
 
+use crate::bot::policy::Reason;
+use crate::bot::{TurnListener, TurnResult};
 use crate::config::{AssignmentMode, HandoffSettings};
-use crate::engine::{TurnListener, TurnResult};
 use crate::metrics::Metrics;
 use crate::nlp::intents::Priority;
-use crate::policy::Reason;
 use crate::privacy::Masker;
 use crate::store::{
     AgentRecord, AgentStatus, AgentUpdate, ConversationState, EventDraft, HandoffRecord,

@@ -24,6 +24,14 @@ pub struct PresenceSnapshot {
 }
 
 impl PresenceSnapshot {
+    /// What one instance's hub sees.
+    pub fn of(hub: &Hub) -> Self {
+        PresenceSnapshot {
+            connected: hub.connected_agents().into_iter().collect(),
+            gone_since: hub.gone_since(),
+        }
+    }
+
     pub fn is_connected(&self, agent_id: &str) -> bool {
         self.connected.contains(agent_id)
     }
@@ -66,6 +74,6 @@ impl PresenceDirectory for LocalPresence {
     }
 
     async fn snapshot(&self, _now: Millis) -> Result<PresenceSnapshot, StoreError> {
-        Ok(self.hub.presence_snapshot())
+        Ok(PresenceSnapshot::of(&self.hub))
     }
 }

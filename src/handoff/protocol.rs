@@ -321,6 +321,35 @@ pub enum AgentCommand {
     Ping,
 }
 
+impl AgentCommand {
+    /// The conversation the command acts on, if any: an error answering it names the conversation.
+    pub fn conversation_id(&self) -> Option<&str> {
+        match self {
+            AgentCommand::Message {
+                conversation_id, ..
+            }
+            | AgentCommand::Typing {
+                conversation_id, ..
+            }
+            | AgentCommand::Note {
+                conversation_id, ..
+            }
+            | AgentCommand::Accept { conversation_id }
+            | AgentCommand::Decline { conversation_id }
+            | AgentCommand::Claim { conversation_id }
+            | AgentCommand::Transfer {
+                conversation_id, ..
+            }
+            | AgentCommand::Resolve { conversation_id }
+            | AgentCommand::HandBack { conversation_id }
+            | AgentCommand::Sync {
+                conversation_id, ..
+            } => Some(conversation_id),
+            AgentCommand::Presence { .. } | AgentCommand::Ping => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{KnowledgeRef, Understanding};
+use crate::bot::{KnowledgeRef, Understanding};
 use crate::http::auth::Admin;
 use crate::http::error::{ApiJson, AppError, ErrorBody};
+use crate::http::validate;
 use crate::knowledge::ingest::{IngestOutcome, SyncReport, UPLOAD_PREFIX};
 use crate::nlp::intent_model::TrainingInfo;
 use crate::nlp::intents::IntentSpec;
@@ -35,25 +36,9 @@ pub async fn understand(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<UnderstandRequest>,
 ) -> Result<Json<Understanding>, AppError> {
-    let text = checked_text(&state, &body.text)?;
+    let text = validate::message_text(&body.text, state.settings.server.max_message_chars)?;
     let detail = state.engine.understand(text).await?;
     Ok(Json(detail.understanding))
-}
-
-fn checked_text<'a>(state: &AppState, text: &'a str) -> Result<&'a str, AppError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(AppError::BadRequest("text must not be empty".into()));
-    }
-    let limit = state.settings.server.max_message_chars;
-    let length = text.chars().count();
-    if length > limit {
-        return Err(AppError::TooLong {
-            actual: length,
-            limit,
-        });
-    }
-    Ok(text)
 }
 
 #[utoipa::path(
@@ -218,7 +203,7 @@ pub async fn search_knowledge(
     State(state): State<AppState>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<Vec<KnowledgeRef>>, AppError> {
-    let text = checked_text(&state, &query.q)?;
+    let text = validate::message_text(&query.q, state.settings.server.max_message_chars)?;
     let embedding =
         state.engine.encoder().embed(text).await.map_err(|e| {
             AppError::Unavailable(format!("the language model is unavailable: {e}"))

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{AgentAssist, EngineError};
+use crate::bot::{AgentAssist, EngineError};
 use crate::handoff::accounts::{
     hash_password, new_agent, new_token, token_hash, verify_password_off_runtime,
 };
@@ -185,7 +185,9 @@ pub async fn agent_socket(
     let agent = agent_from_token(&state, &token).await?;
     let permit = state.limits.open_socket(SocketKind::Agent)?;
     Ok(sized(upgrade).on_upgrade(move |socket| async move {
-        crate::http::ws::run_agent(state, agent, socket).await;
+        crate::http::ws::AgentSession::new(state, agent, socket)
+            .run()
+            .await;
         drop(permit);
     }))
 }
@@ -223,7 +225,9 @@ pub async fn customer_socket(
     }
     let permit = state.limits.open_socket(SocketKind::Customer)?;
     Ok(sized(upgrade).on_upgrade(move |socket| async move {
-        crate::http::ws::run_customer(state, id, socket).await;
+        crate::http::ws::CustomerSession::new(state, id, socket)
+            .run()
+            .await;
         drop(permit);
     }))
 }
@@ -272,7 +276,7 @@ pub async fn context(
     if let Actor::Agent(agent) = &actor {
         let queued = handoff.state == crate::store::ConversationState::Queued;
         if !queued && handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
-            return Err(AppError::Forbidden("not your conversation".into()));
+            return Err(AppError::NotYours("not your conversation".into()));
         }
     }
     Ok(Json(state.handoff.context(&handoff).await?))
@@ -297,7 +301,7 @@ pub async fn assist(
     let handoff = handed_off(&state, &id).await?;
     if let Actor::Agent(agent) = &actor {
         if handoff.agent_id.as_deref() != Some(agent.id.as_str()) {
-            return Err(AppError::Forbidden("not your conversation".into()));
+            return Err(AppError::NotYours("not your conversation".into()));
         }
     }
     Ok(Json(state.engine.assist_agent(&id).await?))

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use crate::assets::constant_time_eq;
-use crate::engine::EngineError;
+use crate::bot::EngineError;
 use crate::http::error::AppError;
 use crate::state::AppState;
 use crate::store::ConversationRecord;

@@ -5,14 +5,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{NewConversation, TurnResult};
+use crate::bot::{NewConversation, TurnResult};
 use crate::http::auth::customer_conversation;
 use crate::http::error::{ApiJson, AppError, ErrorBody};
+use crate::http::validate;
 use crate::state::AppState;
 use crate::store::{ConversationState, MessageRecord, Millis, Role};
-
-/// Longest client_message_id accepted (it is stored and indexed).
-const MAX_CLIENT_MESSAGE_ID: usize = 128;
 
 #[utoipa::path(
     post,
@@ -51,25 +49,8 @@ pub async fn post_message(
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<Json<TurnResult>, AppError> {
     customer_conversation(&state, &id, &headers).await?;
-    let text = body.text.trim();
-    if text.is_empty() {
-        return Err(AppError::BadRequest("text must not be empty".into()));
-    }
-    let limit = state.settings.server.max_message_chars;
-    let length = text.chars().count();
-    if length > limit {
-        return Err(AppError::TooLong {
-            actual: length,
-            limit,
-        });
-    }
-    if let Some(client_id) = &body.client_message_id {
-        if client_id.is_empty() || client_id.len() > MAX_CLIENT_MESSAGE_ID {
-            return Err(AppError::BadRequest(format!(
-                "client_message_id must be 1 to {MAX_CLIENT_MESSAGE_ID} bytes"
-            )));
-        }
-    }
+    let text = validate::message_text(&body.text, state.settings.server.max_message_chars)?;
+    validate::client_message_id(body.client_message_id.as_deref())?;
     state.limits.check_message(&id)?;
     let result = state
         .engine

@@ -16,6 +16,7 @@ pub mod error;
 pub mod limits;
 pub mod openapi;
 pub mod ops;
+pub mod validate;
 pub mod web;
 pub mod ws;
 

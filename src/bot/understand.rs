@@ -1,0 +1,236 @@
+//! Reading a message: one encoder pass feeding intent classification, sentiment, frustration and
+//! retrieval; the cheaper reading for messages a person handles; follow-ups read with the
+//! question they follow.
+
+use super::*;
+
+impl Engine {
+    /// Understand a message without any conversation: one encoder pass, then intent
+    /// classification and retrieval side by side.
+    pub async fn understand(&self, text: &str) -> Result<UnderstandingDetail, EngineError> {
+        let text = &self.masker.mask_text(text);
+        self.understand_masked(text).await
+    }
+
+    pub(super) async fn understand_masked(
+        &self,
+        text: &str,
+    ) -> Result<UnderstandingDetail, EngineError> {
+        let started = Instant::now();
+        let analysis = self.encoder.analyze(text).await?;
+        let embedding = analysis.embedding;
+        let encoder_ms = ms(started);
+        self.metrics.observe_stage("encoder", encoder_ms / 1000.0);
+
+        let recognizer = self.intents();
+        let settings = self.intent_settings.clone();
+        let classify_embedding = embedding.clone();
+        let classify = async move {
+            let started = Instant::now();
+            // The neighbour search over every example is CPU work that grows with the intents
+            // file; it runs on the blocking pool rather than stalling the runtime.
+            let result = tokio::task::spawn_blocking(move || {
+                recognizer.classify(
+                    &classify_embedding,
+                    settings.alternatives,
+                    settings.oos_threshold,
+                )
+            })
+            .await
+            .map_err(|e| {
+                ClassifierError::InvalidOption(format!("classification task failed: {e}"))
+            })?;
+            Ok::<_, ClassifierError>((result?, ms(started)))
+        };
+        let retrieve = async {
+            let started = Instant::now();
+            let hits = self.retriever.search(text, &embedding).await?;
+            Ok::<_, IndexError>((hits, ms(started)))
+        };
+        let (classified, retrieved) = tokio::join!(classify, retrieve);
+        let (intent, intent_ms) = classified?;
+        let (hits, retrieval_ms) = retrieved?;
+        self.metrics.observe_stage("intent", intent_ms / 1000.0);
+        self.metrics
+            .observe_stage("retrieval", retrieval_ms / 1000.0);
+        let total_ms = ms(started);
+        self.metrics
+            .observe_stage("understanding", total_ms / 1000.0);
+
+        let understanding = Understanding {
+            intent: Some(intent.intent.into()),
+            alternatives: intent.alternatives.into_iter().map(Into::into).collect(),
+            out_of_scope: intent.out_of_scope,
+            in_scope_score: intent.in_scope_score,
+            knowledge: hits.iter().map(knowledge_ref).collect(),
+            knowledge_steered: false,
+            sentiment: analysis.sentiment.map(|scores| SentimentView {
+                label: scores.label().to_string(),
+                scores,
+            }),
+            // Without a conversation, frustration reads the message alone.
+            frustration: Some(self.frustration.assess(
+                &self.keywords,
+                text,
+                analysis.sentiment.as_ref(),
+                &[],
+            )),
+            rewritten_query: None,
+            reading: Reading::Full,
+            timings: Timings {
+                encoder_ms,
+                intent_ms,
+                retrieval_ms,
+                total_ms,
+            },
+        };
+        Ok(UnderstandingDetail {
+            understanding,
+            hits,
+            embedding,
+        })
+    }
+
+    /// What the agent panel needs of a message in a conversation a person owns: its sentiment
+    /// (one pass of the small sentiment model, when installed). Frustration is added by the
+    /// caller, which has the history.
+    pub(super) async fn read_for_agent_panel(
+        &self,
+        text: &str,
+    ) -> Result<Understanding, EngineError> {
+        let started = Instant::now();
+        let sentiment = self.encoder.sentiment(text).await?;
+        let total_ms = ms(started);
+        self.metrics.observe_stage("agent_panel", total_ms / 1000.0);
+        Ok(Understanding {
+            intent: None,
+            alternatives: Vec::new(),
+            out_of_scope: false,
+            in_scope_score: 0.0,
+            knowledge: Vec::new(),
+            knowledge_steered: false,
+            sentiment: sentiment.map(|scores| SentimentView {
+                label: scores.label().to_string(),
+                scores,
+            }),
+            frustration: None,
+            rewritten_query: None,
+            reading: Reading::AgentPanel,
+            timings: Timings {
+                encoder_ms: total_ms,
+                total_ms,
+                ..Timings::default()
+            },
+        })
+    }
+
+    /// The conversation's frustration with this message: the message, its sentiment and the
+    /// turns before it.
+    pub(super) fn assess_frustration(
+        &self,
+        text: &str,
+        understanding: &Understanding,
+        history: &[MessageRecord],
+    ) -> Frustration {
+        self.frustration.assess(
+            &self.keywords,
+            text,
+            understanding.sentiment.as_ref().map(|s| &s.scores),
+            &frustration_history(history),
+        )
+    }
+
+    /// When the intent is clear (in scope, sure, answered from knowledge) but the message's own
+    /// words find little ("the power base wasn't in the box"), search again with the message
+    /// pulled towards what messages of that intent look like (its examples' centroid), and keep
+    /// the result if it matches better. Scores stay cosine similarities, of the steered query.
+    pub(super) async fn steer_retrieval(
+        &self,
+        text: &str,
+        detail: &mut UnderstandingDetail,
+        recognizer: &IntentRecognizer,
+        spec: &crate::nlp::intents::IntentSpec,
+    ) -> Result<(), EngineError> {
+        let settings = self.policy.settings();
+        let Some(intent) = detail.understanding.intent.as_ref() else {
+            return Ok(());
+        };
+        let best = detail.hits.first().map(|h| h.score).unwrap_or(0.0);
+        let sure = !detail.understanding.out_of_scope
+            && intent.confidence >= settings.confident_intent
+            && spec.handoff == crate::nlp::intents::HandoffMode::Auto
+            && spec.reply.is_none();
+        if !sure || best >= settings.answer_min_score {
+            return Ok(());
+        }
+        let Some(centroid) = recognizer.centroid(&intent.name) else {
+            return Ok(());
+        };
+        let mut steered: Vec<f32> = detail
+            .embedding
+            .iter()
+            .zip(centroid)
+            .map(|(m, c)| m + c)
+            .collect();
+        crate::nlp::encoder::normalise(&mut steered);
+        let hits = self.retriever.search(text, &steered).await?;
+        if hits.first().is_some_and(|h| h.score > best) {
+            detail.understanding.knowledge = hits.iter().map(knowledge_ref).collect();
+            detail.understanding.knowledge_steered = true;
+            detail.hits = hits;
+        }
+        Ok(())
+    }
+
+    /// A short message that leans on the previous turn ("and if I paid with PayPal?", "can I use
+    /// rechargeable ones?") says too little alone: read its intent and knowledge from the previous
+    /// question and the message together. Only after a turn the bot answered from knowledge, and
+    /// never when the message's own reading is sure ("stop my membership then" is a cancellation
+    /// whatever came before), an explicit request for a person, or small talk with a fixed reply
+    /// ("thanks, that worked"). The chunks already given as answers are left out of the
+    /// follow-up's knowledge: the customer asks for more than that answer said.
+    pub(super) async fn read_as_follow_up(
+        &self,
+        text: &str,
+        history: &[MessageRecord],
+        detail: &mut UnderstandingDetail,
+    ) -> Result<(), EngineError> {
+        let Some(context) = follow_up_context(history) else {
+            return Ok(());
+        };
+        if !looks_like_follow_up(text) {
+            return Ok(());
+        }
+        let recognizer = self.intents();
+        let own_reading_stands = detail
+            .understanding
+            .intent
+            .as_ref()
+            .filter(|_| !detail.understanding.out_of_scope)
+            .is_some_and(|intent| {
+                intent.confidence >= self.policy.settings().confident_intent
+                    || intent.name == self.policy.human_request_intent()
+                    || recognizer
+                        .spec(&intent.name)
+                        .is_some_and(|spec| spec.reply.is_some())
+            });
+        if own_reading_stands {
+            return Ok(());
+        }
+        // The answer writer rewrites it when it can (an LLM); otherwise the two are joined,
+        // which the encoder reads well enough.
+        let merged = match self.answerer.rewrite_follow_up(&context, text).await {
+            Some(rewritten) => rewritten,
+            None => format!("{context} {text}"),
+        };
+        let mut merged_detail = self.understand_masked(&merged).await?;
+        let own = &detail.understanding;
+        merged_detail.understanding.sentiment = own.sentiment.clone();
+        merged_detail.understanding.frustration = own.frustration.clone();
+        merged_detail.understanding.timings.encoder_ms += own.timings.encoder_ms;
+        merged_detail.understanding.timings.total_ms += own.timings.total_ms;
+        merged_detail.understanding.rewritten_query = Some(merged);
+        *detail = merged_detail;
+        Ok(())
+    }
+}

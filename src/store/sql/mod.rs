@@ -1,0 +1,968 @@
+//! [`SqlStore`]: the one [`Store`] implementation, over sqlx's `Any` driver so that SQLite and
+//! PostgreSQL share every query. The SQL is the common subset of both dialects: `$N` placeholders,
+//! `RETURNING`, `ON CONFLICT`, JSON kept as TEXT, timestamps as BIGINT milliseconds. Only the
+//! schema (`migrations/sqlite`, `migrations/postgres`: they differ in how ids are generated) and
+//! the connection setup differ.
+//!
+//! Concurrency:
+//! - SQLite allows one writer at a time. Writers inside this process queue on a mutex (FIFO, no
+//!   busy-sleeping), and write transactions start with `BEGIN IMMEDIATE` so that a transaction never
+//!   has to upgrade a read lock (which SQLite refuses with "database is locked" instead of waiting).
+//!   The busy timeout covers writers in other processes, e.g. `baton kb` next to the server. WAL
+//!   lets readers run while a write is in progress.
+//! - PostgreSQL: every write that adds to a conversation first updates that conversation's row,
+//!   which locks it until commit. Writes to one conversation therefore commit in id order, so a
+//!   client that resumes "after message N" cannot miss a message that committed late with a smaller
+//!   id, and duplicate customer inserts are serialised before they reach the unique index.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::{
+    ConversationRecord, ConversationState, CustomerInsert, DocumentSummary, EventRecord,
+    MessageRecord, Millis, NewMessage, Role, Store, StoreError, TurnCompletion,
+};
+use crate::model::{Chunk, Document, DocumentKind};
+
+// The `HandoffStore` half of `SqlStore`, in its own file; a child module so that it shares the
+// private helpers here and in `rows`.
+mod handoff;
+mod rows;
+
+use rows::{
+    conversation_from_row, document_from_rows, document_kind_name, document_summary_from_row,
+    event_from_row, message_from_row,
+};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+/// Applied to every new SQLite connection. Foreign keys are per connection in SQLite (and off by
+/// default). The busy timeout (ms) is how long a statement waits for another process's write lock
+/// before failing with "database is locked". Writers of this process never wait on it (they queue
+/// on `sqlite_writer`), so it only has to outlast a concurrent ingest transaction.
+const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
+/// How hard SQLite syncs a commit to disk (`database.sqlite_synchronous`). Both keep every
+/// acknowledged message across a crash of the process (kill -9, a panic, an OOM kill): in WAL mode
+/// a commit is in the log before it is acknowledged either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    /// fsync on every commit: acknowledged messages also survive power loss and an OS crash.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: faster; after power loss or an OS crash the last commits
+    /// before it may be lost.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "PRAGMA synchronous = FULL;",
+            SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL;",
+        }
+    }
+}
+
+/// Only one SQLite connection writes at a time; the others serve concurrent reads.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+
+/// Column lists shared by the queries that build records, so `SELECT` and `RETURNING` cannot drift
+/// apart. Macros rather than consts because `concat!` only accepts literals.
+macro_rules! message_columns {
+    () => {
+        "id, conversation_id, role, text, client_message_id, understanding, result, created_at, \
+         author_id, kind, meta"
+    };
+}
+macro_rules! conversation_columns {
+    () => {
+        "id, token_hash, state, created_at, updated_at"
+    };
+}
+macro_rules! event_columns {
+    () => {
+        "id, conversation_id, kind, payload, created_at"
+    };
+}
+macro_rules! document_summary_columns {
+    () => {
+        "d.id, d.source, d.title, d.url, d.kind, d.content_hash, d.updated_at, \
+         (SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id) AS chunk_count"
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL taken apart: which dialect, the URL the driver gets, and for SQLite the file.
+#[derive(Debug, PartialEq)]
+struct DatabaseTarget {
+    dialect: Dialect,
+    driver_url: String,
+    sqlite_file: Option<PathBuf>,
+}
+
+impl DatabaseTarget {
+    fn parse(url: &str) -> Result<Self, StoreError> {
+        let unsupported = || StoreError::UnsupportedUrl(url.to_string());
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseTarget {
+                dialect: Dialect::Postgres,
+                driver_url: url.to_string(),
+                sqlite_file: None,
+            });
+        }
+        let location = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(unsupported)?;
+        let (database, params) = match location.split_once('?') {
+            Some((database, params)) => (database, Some(params)),
+            None => (location, None),
+        };
+        // The `Any` driver re-parses the URL for every pooled connection, and sqlx gives each parse
+        // of an in-memory URL a fresh database: every connection would see a different, empty store.
+        let in_memory = database == ":memory:"
+            || params.is_some_and(|params| params.split('&').any(|pair| pair == "mode=memory"));
+        if database.is_empty() || in_memory {
+            return Err(unsupported());
+        }
+        // Let sqlx decode the file name (percent escapes) exactly as it will when opening it.
+        let options = SqliteConnectOptions::from_str(url).map_err(|_| unsupported())?;
+        let sqlite_file = options.get_filename().to_path_buf();
+        let explicit_mode =
+            params.is_some_and(|params| params.split('&').any(|pair| pair.starts_with("mode=")));
+        let driver_url = match (params, explicit_mode) {
+            (_, true) => url.to_string(),
+            (Some(_), false) => format!("{url}&mode=rwc"),
+            (None, false) => format!("{url}?mode=rwc"),
+        };
+        Ok(DatabaseTarget {
+            dialect: Dialect::Sqlite,
+            driver_url,
+            sqlite_file: Some(sqlite_file),
+        })
+    }
+}
+
+/// The SQL store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// SQLite only: the queue of this process's writers (see the module docs).
+    sqlite_writer: Option<Mutex<()>>,
+}
+
+impl SqlStore {
+    /// Connect to `sqlite://PATH` (the file and its directory are created when missing) or
+    /// `postgres://...`, and bring the schema up to date.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        Self::connect_with(url, SqliteSynchronous::default()).await
+    }
+
+    /// As [`SqlStore::connect`], with SQLite's sync level (ignored for PostgreSQL).
+    pub async fn connect_with(
+        url: &str,
+        synchronous: SqliteSynchronous,
+    ) -> Result<SqlStore, StoreError> {
+        let target = DatabaseTarget::parse(url)?;
+        sqlx::any::install_default_drivers();
+        let store = match target.dialect {
+            Dialect::Sqlite => Self::connect_sqlite(&target, synchronous).await?,
+            Dialect::Postgres => Self::connect_postgres(&target).await?,
+        };
+        let migrator = match target.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATOR,
+            Dialect::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator
+            .run(&store.pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(store)
+    }
+
+    async fn connect_sqlite(
+        target: &DatabaseTarget,
+        synchronous: SqliteSynchronous,
+    ) -> Result<SqlStore, StoreError> {
+        if let Some(directory) = target.sqlite_file.as_deref().and_then(Path::parent) {
+            if !directory.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(directory)
+                    .await
+                    .map_err(|source| StoreError::CreateDirectory {
+                        path: directory.to_path_buf(),
+                        source,
+                    })?;
+            }
+        }
+        // The `Any` driver only takes a URL, which cannot carry these settings.
+        let pool = AnyPoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;
+                    connection.execute(synchronous.pragma()).await?;
+                    Ok(())
+                })
+            })
+            .connect(&target.driver_url)
+            .await
+            .map_err(StoreError::Connect)?;
+        // WAL is a property of the database file, so setting it once suffices; doing it per
+        // connection would need an exclusive lock that the busy timeout cannot wait for.
+        let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&pool)
+            .await
+            .map_err(StoreError::Connect)?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Connect(sqlx::Error::Configuration(
+                format!("SQLite refused WAL journal mode (it reports {journal_mode:?})").into(),
+            )));
+        }
+        Ok(SqlStore {
+            pool,
+            dialect: Dialect::Sqlite,
+            sqlite_writer: Some(Mutex::new(())),
+        })
+    }
+
+    async fn connect_postgres(target: &DatabaseTarget) -> Result<SqlStore, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .connect(&target.driver_url)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(SqlStore {
+            pool,
+            dialect: Dialect::Postgres,
+            sqlite_writer: None,
+        })
+    }
+
+    /// Close every connection, waiting for those in use to be returned. Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Start a write transaction; see the module docs for why SQLite needs more than `BEGIN`.
+    async fn begin_write(&self, context: &'static str) -> Result<WriteTransaction<'_>, StoreError> {
+        let writer_turn = match &self.sqlite_writer {
+            Some(queue) => Some(queue.lock().await),
+            None => None,
+        };
+        let transaction = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+        .context(context)?;
+        Ok(WriteTransaction {
+            transaction,
+            _writer_turn: writer_turn,
+        })
+    }
+}
+
+/// A write transaction that holds this process's SQLite writer slot until it commits or is dropped
+/// (dropping rolls back). Fields drop in order: the transaction before the slot.
+struct WriteTransaction<'store> {
+    transaction: Transaction<'static, Any>,
+    _writer_turn: Option<MutexGuard<'store, ()>>,
+}
+
+impl WriteTransaction<'_> {
+    fn connection(&mut self) -> &mut AnyConnection {
+        &mut self.transaction
+    }
+
+    async fn commit(self, context: &'static str) -> Result<(), StoreError> {
+        let WriteTransaction {
+            transaction,
+            _writer_turn,
+        } = self;
+        transaction.commit().await.context(context)
+    }
+}
+
+trait DatabaseContext<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> DatabaseContext<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database { context, source })
+    }
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database_error) if database_error.is_foreign_key_violation())
+}
+
+fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since_epoch| Millis::try_from(since_epoch.as_millis()).unwrap_or(Millis::MAX))
+        .unwrap_or(0)
+}
+
+/// Bump the conversation's `updated_at`, which also locks its row until commit (PostgreSQL; SQLite
+/// is locked whole anyway). Fails with `ConversationNotFound` when it does not exist.
+async fn touch_conversation(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let touched = sqlx::query("UPDATE conversations SET updated_at = $2 WHERE id = $1")
+        .bind(conversation_id)
+        .bind(now)
+        .execute(connection)
+        .await
+        .context("updating a conversation")?;
+    if touched.rows_affected() == 0 {
+        return Err(StoreError::ConversationNotFound(
+            conversation_id.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+async fn insert_message_row(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+    message: &NewMessage,
+    now: Millis,
+) -> Result<MessageRecord, StoreError> {
+    let row = sqlx::query(concat!(
+        "INSERT INTO messages (conversation_id, role, text, created_at, author_id, kind, meta) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        message_columns!()
+    ))
+    .bind(conversation_id)
+    .bind(message.role.as_str())
+    .bind(message.text.as_str())
+    .bind(now)
+    .bind(message.author_id.as_deref())
+    .bind(message.kind.as_deref())
+    .bind(message.meta.as_ref().map(|meta| meta.to_string()))
+    .fetch_one(connection)
+    .await
+    .context("inserting a message")?;
+    message_from_row(&row)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("pinging the database")?;
+        Ok(())
+    }
+
+    async fn create_conversation(
+        &self,
+        id: &str,
+        token_hash: &str,
+    ) -> Result<ConversationRecord, StoreError> {
+        const CONTEXT: &str = "creating a conversation";
+        let now = now_millis();
+        let mut write = self.begin_write(CONTEXT).await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO conversations (id, token_hash, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) RETURNING ",
+            conversation_columns!()
+        ))
+        .bind(id)
+        .bind(token_hash)
+        .bind(ConversationState::Bot.as_str())
+        .bind(now)
+        .fetch_one(write.connection())
+        .await
+        .context(CONTEXT)?;
+        let conversation = conversation_from_row(&row)?;
+        write.commit(CONTEXT).await?;
+        Ok(conversation)
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a conversation")?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    async fn set_conversation_state(
+        &self,
+        id: &str,
+        state: ConversationState,
+    ) -> Result<(), StoreError> {
+        const CONTEXT: &str = "changing a conversation's state";
+        let mut write = self.begin_write(CONTEXT).await?;
+        let updated =
+            sqlx::query("UPDATE conversations SET state = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(state.as_str())
+                .bind(now_millis())
+                .execute(write.connection())
+                .await
+                .context(CONTEXT)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::ConversationNotFound(id.to_string()));
+        }
+        write.commit(CONTEXT).await
+    }
+
+    async fn insert_customer_message(
+        &self,
+        conversation_id: &str,
+        text: &str,
+        client_message_id: Option<&str>,
+    ) -> Result<CustomerInsert, StoreError> {
+        const CONTEXT: &str = "inserting a customer message";
+        let now = now_millis();
+        let mut write = self.begin_write(CONTEXT).await?;
+        // Locks the conversation, so a racing duplicate waits here until this insert commits and
+        // then finds it.
+        touch_conversation(write.connection(), conversation_id, now).await?;
+        // ON CONFLICT is the backstop should a writer ever skip that lock: the unique index, not
+        // the lock, is what guarantees a single row.
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO messages (conversation_id, role, text, client_message_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (conversation_id, client_message_id) DO NOTHING RETURNING ",
+            message_columns!()
+        ))
+        .bind(conversation_id)
+        .bind(Role::Customer.as_str())
+        .bind(text)
+        .bind(client_message_id)
+        .bind(now)
+        .fetch_optional(write.connection())
+        .await
+        .context(CONTEXT)?;
+        if let Some(row) = inserted {
+            let message = message_from_row(&row)?;
+            write.commit(CONTEXT).await?;
+            return Ok(CustomerInsert::New(message));
+        }
+        // Only a repeated client_message_id conflicts (NULLs never do), so it is Some here.
+        let existing = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation_id = $1 AND client_message_id = $2"
+        ))
+        .bind(conversation_id)
+        .bind(client_message_id)
+        .fetch_one(write.connection())
+        .await
+        .context("reading a repeated customer message")?;
+        // Dropping `write` rolls back the updated_at bump: a retry changes nothing.
+        Ok(CustomerInsert::Existing(message_from_row(&existing)?))
+    }
+
+    async fn complete_turn(
+        &self,
+        turn: TurnCompletion,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        const CONTEXT: &str = "completing a turn";
+        let now = now_millis();
+        let mut write = self.begin_write(CONTEXT).await?;
+        let conversation_id: Option<String> =
+            sqlx::query_scalar("SELECT conversation_id FROM messages WHERE id = $1 AND role = $2")
+                .bind(turn.customer_message_id)
+                .bind(Role::Customer.as_str())
+                .fetch_optional(write.connection())
+                .await
+                .context(CONTEXT)?;
+        let conversation_id =
+            conversation_id.ok_or(StoreError::MessageNotFound(turn.customer_message_id))?;
+        // The conversation row first, as in every other write, so that lock order is the same
+        // everywhere and transactions cannot deadlock.
+        touch_conversation(write.connection(), &conversation_id, now).await?;
+        handoff::apply_turn_state(
+            write.connection(),
+            &conversation_id,
+            turn.new_state,
+            turn.enqueue.as_ref(),
+            now,
+        )
+        .await?;
+        // The reply first: its id goes into the stored result, so a retried request gets the
+        // same `reply_message_id` the first one did.
+        let reply = match &turn.reply {
+            Some(reply) => {
+                Some(insert_message_row(write.connection(), &conversation_id, reply, now).await?)
+            }
+            None => None,
+        };
+        let mut result = turn.result.clone();
+        if let (Some(reply), Some(object)) = (&reply, result.as_object_mut()) {
+            object.insert("reply_message_id".into(), serde_json::Value::from(reply.id));
+        }
+        let completed = sqlx::query(
+            "UPDATE messages SET understanding = $2, result = $3 WHERE id = $1 AND result IS NULL",
+        )
+        .bind(turn.customer_message_id)
+        .bind(turn.understanding.to_string())
+        .bind(result.to_string())
+        .execute(write.connection())
+        .await
+        .context(CONTEXT)?;
+        if completed.rows_affected() == 0 {
+            // Dropping `write` rolls back the state change and the reply above.
+            return Err(StoreError::TurnAlreadyCompleted(turn.customer_message_id));
+        }
+        for (kind, payload) in &turn.events {
+            sqlx::query(
+                "INSERT INTO events (conversation_id, kind, payload, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&conversation_id)
+            .bind(kind.as_str())
+            .bind(payload.to_string())
+            .bind(now)
+            .execute(write.connection())
+            .await
+            .context(CONTEXT)?;
+        }
+        write.commit(CONTEXT).await?;
+        Ok(reply)
+    }
+
+    async fn insert_message(
+        &self,
+        conversation_id: &str,
+        message: NewMessage,
+    ) -> Result<MessageRecord, StoreError> {
+        const CONTEXT: &str = "inserting a message";
+        let now = now_millis();
+        let mut write = self.begin_write(CONTEXT).await?;
+        touch_conversation(write.connection(), conversation_id, now).await?;
+        let stored = insert_message_row(write.connection(), conversation_id, &message, now).await?;
+        write.commit(CONTEXT).await?;
+        Ok(stored)
+    }
+
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        // Ids start at 1, so "after 0" is "from the start"; a constant keeps the query one shape.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(conversation_id)
+        .bind(after.unwrap_or(0))
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing messages")?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(conversation_id)
+        .bind(before)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing recent messages")?;
+        let mut messages = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    async fn append_event(
+        &self,
+        conversation_id: Option<&str>,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<EventRecord, StoreError> {
+        const CONTEXT: &str = "appending an event";
+        let mut write = self.begin_write(CONTEXT).await?;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO events (conversation_id, kind, payload, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING ",
+            event_columns!()
+        ))
+        .bind(conversation_id)
+        .bind(kind)
+        .bind(payload.to_string())
+        .bind(now_millis())
+        .fetch_one(write.connection())
+        .await;
+        let row = match (inserted, conversation_id) {
+            (Err(error), Some(conversation_id)) if is_foreign_key_violation(&error) => {
+                return Err(StoreError::ConversationNotFound(
+                    conversation_id.to_string(),
+                ));
+            }
+            (inserted, _) => inserted.context(CONTEXT)?,
+        };
+        let event = event_from_row(&row)?;
+        write.commit(CONTEXT).await?;
+        Ok(event)
+    }
+
+    async fn list_events(
+        &self,
+        conversation_id: Option<&str>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        const CONTEXT: &str = "listing events";
+        let after = after.unwrap_or(0);
+        let limit = limit.max(0);
+        // Two statements rather than `($1 IS NULL OR conversation_id = $1)`, which would keep
+        // the planner from using the (conversation_id, id) index.
+        let rows = match conversation_id {
+            Some(conversation_id) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(conversation_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .context(CONTEXT)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn settled_events(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        const CONTEXT: &str = "listing settled events";
+        // With PostgreSQL an event's id is taken at insert and the event becomes visible at
+        // commit, so a later id can be seen first; reading only events whose writing transactions
+        // have all ended keeps a cursor from passing one still committing
+        // (migrations/postgres/0004_cluster.sql). SQLite has one writer: ids appear in order.
+        let query = match self.dialect {
+            Dialect::Sqlite => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+            ),
+            Dialect::Postgres => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id > $1 \
+                 AND tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY id LIMIT $2"
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(after)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .context(CONTEXT)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn upsert_document(&self, document: &Document) -> Result<(), StoreError> {
+        const CONTEXT: &str = "storing a document";
+        let mut write = self.begin_write(CONTEXT).await?;
+        // A source has one document. Should the id scheme for a source ever change, the old
+        // document (and through the cascade its chunks) makes way instead of failing the insert
+        // on the unique source.
+        sqlx::query("DELETE FROM documents WHERE source = $1 AND id <> $2")
+            .bind(document.source.as_str())
+            .bind(document.id.as_str())
+            .execute(write.connection())
+            .await
+            .context(CONTEXT)?;
+        sqlx::query(
+            "INSERT INTO documents (id, source, title, url, kind, content_hash, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET source = excluded.source, title = excluded.title, \
+             url = excluded.url, kind = excluded.kind, content_hash = excluded.content_hash, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(document.id.as_str())
+        .bind(document.source.as_str())
+        .bind(document.title.as_str())
+        .bind(document.url.as_deref())
+        .bind(document_kind_name(document.kind))
+        .bind(document.content_hash.as_str())
+        .bind(now_millis())
+        .execute(write.connection())
+        .await
+        .context(CONTEXT)?;
+        sqlx::query("DELETE FROM chunks WHERE document_id = $1")
+            .bind(document.id.as_str())
+            .execute(write.connection())
+            .await
+            .context(CONTEXT)?;
+        for chunk in &document.chunks {
+            let heading_path = serde_json::Value::from(chunk.heading_path.clone()).to_string();
+            sqlx::query(
+                "INSERT INTO chunks (id, document_id, ordinal, heading_path, text, question, \
+                 content_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(chunk.id.as_str())
+            .bind(document.id.as_str())
+            .bind(i64::from(chunk.ordinal))
+            .bind(heading_path)
+            .bind(chunk.text.as_str())
+            .bind(chunk.question.as_deref())
+            .bind(chunk.content_hash.as_str())
+            .execute(write.connection())
+            .await
+            .context(CONTEXT)?;
+        }
+        write.commit(CONTEXT).await
+    }
+
+    async fn get_document(&self, id: &str) -> Result<Option<Document>, StoreError> {
+        // One statement, so the document and its chunks come from one snapshot even while an
+        // upsert replaces them.
+        let rows = sqlx::query(
+            "SELECT d.id, d.source, d.title, d.url, d.kind, d.content_hash, \
+             c.id AS chunk_id, c.ordinal, c.heading_path, c.text, c.question, \
+             c.content_hash AS chunk_content_hash \
+             FROM documents d LEFT JOIN chunks c ON c.document_id = d.id \
+             WHERE d.id = $1 ORDER BY c.ordinal",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading a document")?;
+        document_from_rows(&rows)
+    }
+
+    async fn find_document_by_source(
+        &self,
+        source: &str,
+    ) -> Result<Option<DocumentSummary>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            document_summary_columns!(),
+            " FROM documents d WHERE d.source = $1"
+        ))
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding a document by source")?;
+        row.as_ref().map(document_summary_from_row).transpose()
+    }
+
+    async fn list_documents(&self) -> Result<Vec<DocumentSummary>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            document_summary_columns!(),
+            " FROM documents d ORDER BY d.source"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing documents")?;
+        rows.iter().map(document_summary_from_row).collect()
+    }
+
+    async fn delete_document(&self, id: &str) -> Result<bool, StoreError> {
+        const CONTEXT: &str = "deleting a document";
+        let mut write = self.begin_write(CONTEXT).await?;
+        let deleted = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(id)
+            .execute(write.connection())
+            .await
+            .context(CONTEXT)?;
+        write.commit(CONTEXT).await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows::parse_document_kind;
+    use super::*;
+
+    #[test]
+    fn postgres_urls_pass_through_unchanged() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/baton",
+            "postgresql://user:secret@db/baton?sslmode=require",
+        ] {
+            let target = DatabaseTarget::parse(url).expect("a PostgreSQL URL");
+            assert_eq!(target.dialect, Dialect::Postgres);
+            assert_eq!(target.driver_url, url);
+            assert_eq!(target.sqlite_file, None);
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_name_the_file_and_ask_for_it_to_be_created() {
+        let relative = DatabaseTarget::parse("sqlite://data/baton.db").expect("relative path");
+        assert_eq!(relative.dialect, Dialect::Sqlite);
+        assert_eq!(relative.driver_url, "sqlite://data/baton.db?mode=rwc");
+        assert_eq!(relative.sqlite_file, Some(PathBuf::from("data/baton.db")));
+
+        let absolute = DatabaseTarget::parse("sqlite:///var/lib/baton/baton.db").expect("absolute");
+        assert_eq!(
+            absolute.sqlite_file,
+            Some(PathBuf::from("/var/lib/baton/baton.db"))
+        );
+
+        let with_params =
+            DatabaseTarget::parse("sqlite://baton.db?cache=private").expect("with params");
+        assert_eq!(
+            with_params.driver_url,
+            "sqlite://baton.db?cache=private&mode=rwc"
+        );
+
+        let short_form = DatabaseTarget::parse("sqlite:baton.db").expect("short form");
+        assert_eq!(short_form.driver_url, "sqlite:baton.db?mode=rwc");
+        assert_eq!(short_form.sqlite_file, Some(PathBuf::from("baton.db")));
+
+        let escaped = DatabaseTarget::parse("sqlite://my%20data/baton.db").expect("escaped");
+        assert_eq!(escaped.sqlite_file, Some(PathBuf::from("my data/baton.db")));
+    }
+
+    #[test]
+    fn an_explicit_sqlite_mode_is_kept() {
+        let read_only = DatabaseTarget::parse("sqlite://baton.db?mode=ro").expect("read-only");
+        assert_eq!(read_only.driver_url, "sqlite://baton.db?mode=ro");
+    }
+
+    #[test]
+    fn in_memory_and_foreign_urls_are_rejected() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://baton.db?mode=memory",
+            "sqlite://",
+            "mysql://root@localhost/baton",
+            "baton.db",
+        ] {
+            assert!(
+                matches!(DatabaseTarget::parse(url), Err(StoreError::UnsupportedUrl(rejected)) if rejected == url),
+                "{url} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn document_kind_names_round_trip_and_match_the_api_names() {
+        for kind in [
+            DocumentKind::Markdown,
+            DocumentKind::Text,
+            DocumentKind::Html,
+            DocumentKind::Pdf,
+            DocumentKind::Faq,
+        ] {
+            let name = document_kind_name(kind);
+            assert_eq!(parse_document_kind(name), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).expect("serialisable"),
+                serde_json::Value::from(name)
+            );
+        }
+        assert_eq!(parse_document_kind("spreadsheet"), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let file = directory.path().join("not/yet/there/baton.db");
+        let store = SqlStore::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .expect("connect creates the directories and the file");
+        assert!(file.exists());
+
+        // Hold two connections at once so the pool has to open a second one: the settings must
+        // apply to every connection, not just the first.
+        let mut first = store.pool.acquire().await.expect("first connection");
+        let mut second = store.pool.acquire().await.expect("second connection");
+        for connection in [&mut first, &mut second] {
+            let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **connection)
+                .await
+                .expect("journal_mode");
+            assert_eq!(journal_mode, "wal");
+            let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut **connection)
+                .await
+                .expect("foreign_keys");
+            assert_eq!(foreign_keys, 1);
+            let busy_timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut **connection)
+                .await
+                .expect("busy_timeout");
+            assert_eq!(busy_timeout, 30_000);
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **connection)
+                .await
+                .expect("synchronous");
+            assert_eq!(synchronous, 2, "FULL unless configured otherwise");
+        }
+        drop((first, second));
+        let normal = SqlStore::connect_with(
+            &format!("sqlite://{}", file.display()),
+            SqliteSynchronous::Normal,
+        )
+        .await
+        .expect("connect");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&normal.pool)
+            .await
+            .expect("synchronous");
+        assert_eq!(synchronous, 1);
+    }
+
+    #[tokio::test]
+    async fn connect_reports_an_unusable_url_before_touching_the_disk() {
+        let error = SqlStore::connect("sqlite::memory:")
+            .await
+            .expect_err("in-memory SQLite is refused");
+        assert!(matches!(error, StoreError::UnsupportedUrl(_)));
+    }
+}
