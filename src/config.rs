@@ -238,6 +238,10 @@ pub struct PolicySettings {
     pub handoff_out_of_scope: bool,
     /// Conversation frustration (0..1) at or above which the bot hands off (`frustration`).
     pub frustration_threshold: f32,
+    /// A question that turns on words the business never uses goes to a person (`not_covered`)
+    /// unless a knowledge chunk matches it at least this well: then the help centre covers it
+    /// in its own words ("broadband" for its "internet").
+    pub covered_min_score: f32,
 }
 
 impl Default for PolicySettings {
@@ -252,6 +256,7 @@ impl Default for PolicySettings {
             max_answer_chars: 700,
             handoff_out_of_scope: false,
             frustration_threshold: 0.7,
+            covered_min_score: 0.75,
         }
     }
 }
@@ -580,6 +585,7 @@ impl Settings {
         let policy = &self.policy;
         if !(0.0..=1.0).contains(&policy.clarify_min_score)
             || !(0.0..=1.0).contains(&policy.answer_min_score)
+            || !(0.0..=1.0).contains(&policy.covered_min_score)
         {
             return Err(ConfigError::Rule(
                 "policy scores must be between 0 and 1".into(),

@@ -44,6 +44,8 @@ pub enum StartupError {
     #[error("human handoff: {0}")]
     Handoff(String),
     #[error(transparent)]
+    Engine(#[from] crate::bot::EngineError),
+    #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },

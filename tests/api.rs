@@ -752,3 +752,78 @@ async fn the_openapi_document_lists_exactly_the_documented_endpoints() {
     assert_eq!(served, documented);
     app.stop().await;
 }
+
+/// Misspelt words are read as the business's words; a question that turns on something the
+/// business never mentions goes to a person (`not_covered`), until the knowledge base mentions it.
+#[tokio::test]
+async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person() {
+    let app = spawn_app().await;
+    let understand = |text: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/v1/understand"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({ "text": text }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let typo = understand("how do i chnage my pasword").await;
+    assert_eq!(
+        typo["corrected_query"], "how do i change my password",
+        "{typo}"
+    );
+    assert_eq!(typo["intent"]["name"], "reset_password", "{typo}");
+    assert_eq!(typo["out_of_scope"], false, "{typo}");
+    // Correctly spelt messages are read as they are.
+    let plain = understand("how do I reset my password?").await;
+    assert!(plain.get("corrected_query").is_none(), "{plain}");
+    assert!(plain.get("uncovered_terms").is_none(), "{plain}");
+
+    let (id, token) = app.conversation().await;
+    let (status, turn) = app
+        .say(
+            &id,
+            &token,
+            "does the brightloop thermostat work with alexa?",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(turn["decision"], "handoff", "{turn}");
+    assert_eq!(turn["reasons"], json!(["not_covered"]), "{turn}");
+    assert_eq!(turn["understanding"]["uncovered_terms"], json!(["alexa"]));
+
+    // Once the help centre covers it, the word is familiar and the question is answered.
+    let markdown = "---\ntitle: Voice assistants\n---\n\n## Alexa\n\nThe Brightloop thermostat \
+        works with Amazon Alexa: enable the Brightloop skill in the Alexa app and say \"Alexa, \
+        set the heating to 20 degrees\".\n";
+    let response = app
+        .client
+        .post(app.url("/v1/admin/documents?name=voice-assistants.md"))
+        .bearer_auth(ADMIN_KEY)
+        .body(markdown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (id, token) = app.conversation().await;
+    let (status, turn) = app
+        .say(
+            &id,
+            &token,
+            "does the brightloop thermostat work with alexa?",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(turn["decision"], "answer", "{turn}");
+    assert!(
+        turn["understanding"].get("uncovered_terms").is_none(),
+        "{turn}"
+    );
+    app.stop().await;
+}

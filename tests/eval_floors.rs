@@ -166,11 +166,13 @@ async fn demo_conversations_keep_their_decisions_and_handoffs() {
     assert!(recall >= FLOOR_HANDOFF_RECALL, "handoff recall {recall}");
 }
 
-/// Measured 0.878 / 0.818 / 0.714 on 115 turns (22 live handoffs, 21 required) with follow-ups read
-/// in context, the fraud and safety intents (evals/RESULTS.md); each floor is a few turns under.
-const FLOOR_DECISION_ACCURACY: f64 = 0.84;
-const FLOOR_HANDOFF_PRECISION: f64 = 0.72;
-const FLOOR_HANDOFF_RECALL: f64 = 0.66;
+/// Measured 0.922 / 0.840 / 0.857 on 115 turns (25 live handoffs, 21 required) with typos corrected
+/// and questions about what the business never mentions handed off (evals/RESULTS.md). The
+/// accuracy and recall floors are issue 12's aims (90%, 85%): the run is deterministic, and a
+/// change that loses two decisions or one required handoff should be seen.
+const FLOOR_DECISION_ACCURACY: f64 = 0.90;
+const FLOOR_HANDOFF_PRECISION: f64 = 0.80;
+const FLOOR_HANDOFF_RECALL: f64 = 0.85;
 
 /// Every 10th TweetEval test tweet (1,229 of 12,284) through the shipped sentiment model: a
 /// model file, tokenizer or truncation change that costs quality fails here (the exact outputs

@@ -189,6 +189,11 @@ impl AppState {
         };
         let intents = components.intents().await?;
         let state = Self::from_parts(components, intents, clock, hub, cluster)?;
+        let words = state.engine.refresh_vocabulary().await?;
+        tracing::info!(
+            words,
+            "business vocabulary read (intents and knowledge base)"
+        );
         state
             .handoff
             .recover()

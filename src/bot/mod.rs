@@ -31,6 +31,7 @@ use crate::nlp::frustration::{Frustration, FrustrationModel, HistoryTurn};
 use crate::nlp::intent_model::IntentRecognizer;
 use crate::nlp::intents::Priority;
 use crate::nlp::keywords::KeywordEncoder;
+use crate::nlp::spelling::{count_words, Vocabulary};
 use crate::privacy::Masker;
 use crate::store::{
     ConversationRecord, ConversationState, CustomerInsert, MessageRecord, NewMessage, QueueRequest,
@@ -117,6 +118,11 @@ pub struct Engine {
     listener: RwLock<Option<Arc<dyn TurnListener>>>,
     human_owned_reading: HumanOwnedReading,
     masker: Masker,
+    /// The business's words (intents and knowledge base), for typos and unfamiliar terms.
+    vocabulary: RwLock<Arc<Vocabulary>>,
+    /// The knowledge base's share of those words, kept to rebuild the vocabulary when only the
+    /// intents change.
+    knowledge_words: RwLock<HashMap<String, u32>>,
 }
 
 /// Characters of the handoff message shown in the queue.
@@ -138,7 +144,10 @@ impl Engine {
         templates: Templates,
         metrics: Metrics,
     ) -> Self {
+        let vocabulary = vocabulary_of(&encoder, &intents, &HashMap::new());
         Self {
+            vocabulary: RwLock::new(Arc::new(vocabulary)),
+            knowledge_words: RwLock::new(HashMap::new()),
             encoder,
             intents: RwLock::new(Arc::new(intents)),
             intent_settings,
@@ -202,7 +211,38 @@ impl Engine {
 
     /// Swap in a retrained recogniser; turns already running finish with the old one.
     pub fn replace_intents(&self, recognizer: IntentRecognizer) {
+        let vocabulary = vocabulary_of(&self.encoder, &recognizer, &self.knowledge_words.read());
+        *self.vocabulary.write() = Arc::new(vocabulary);
         *self.intents.write() = Arc::new(recognizer);
+    }
+
+    /// Read the knowledge base's words again from the store (after documents were added,
+    /// changed or removed). Returns how many distinct business words the bot now knows.
+    pub async fn refresh_vocabulary(&self) -> Result<usize, EngineError> {
+        let mut words = HashMap::new();
+        for summary in self.store.list_documents().await? {
+            let Some(document) = self.store.get_document(&summary.id).await? else {
+                continue;
+            };
+            for chunk in &document.chunks {
+                count_words(
+                    std::iter::once(chunk.title.as_str())
+                        .chain(chunk.heading_path.iter().map(String::as_str))
+                        .chain(chunk.question.as_deref())
+                        .chain(std::iter::once(chunk.text.as_str())),
+                    &mut words,
+                );
+            }
+        }
+        let vocabulary = vocabulary_of(&self.encoder, &self.intents(), &words);
+        let known = vocabulary.business_words();
+        *self.knowledge_words.write() = words;
+        *self.vocabulary.write() = Arc::new(vocabulary);
+        Ok(known)
+    }
+
+    pub(super) fn vocabulary(&self) -> Arc<Vocabulary> {
+        self.vocabulary.read().clone()
     }
 
     pub fn retriever(&self) -> &Retriever {
@@ -397,6 +437,7 @@ impl Engine {
             out_of_scope: detail.understanding.out_of_scope,
             best_knowledge_score: detail.hits.first().map(|hit| hit.score),
             frustration: detail.understanding.frustration.as_ref().map(|f| f.score),
+            uncovered: !detail.understanding.uncovered_terms.is_empty(),
         };
         let view = ConversationView {
             consecutive_failures: consecutive_failures(&history),
@@ -661,4 +702,25 @@ impl Engine {
 
 fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The vocabulary of the intents (examples and descriptions, not the out-of-scope examples: those
+/// are what the business does not handle) and the knowledge base's words.
+fn vocabulary_of(
+    encoder: &EncoderPool,
+    intents: &IntentRecognizer,
+    knowledge_words: &HashMap<String, u32>,
+) -> Vocabulary {
+    let mut words = knowledge_words.clone();
+    for intent in &intents.intents().intents {
+        count_words(
+            intent
+                .examples
+                .iter()
+                .map(String::as_str)
+                .chain(intent.description.as_deref()),
+            &mut words,
+        );
+    }
+    Vocabulary::new(encoder.whole_words().clone(), words)
 }

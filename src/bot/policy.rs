@@ -70,6 +70,9 @@ pub enum Reason {
     LlmDeclined,
     /// The LLM was down, too slow or returned nothing: the best chunk was given instead.
     LlmUnavailable,
+    /// The question turns on something the business never mentions (not in its intents nor its
+    /// knowledge base): the closest article would answer another question.
+    NotCovered,
 }
 
 impl Reason {
@@ -89,10 +92,11 @@ impl Reason {
             Reason::WeakKnowledge => "weak_knowledge",
             Reason::LlmDeclined => "llm_declined",
             Reason::LlmUnavailable => "llm_unavailable",
+            Reason::NotCovered => "not_covered",
         }
     }
 
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::ExplicitRequest,
         Reason::IntentRequiresHuman,
         Reason::OutOfScope,
@@ -107,6 +111,7 @@ impl Reason {
         Reason::WeakKnowledge,
         Reason::LlmDeclined,
         Reason::LlmUnavailable,
+        Reason::NotCovered,
     ];
 }
 
@@ -132,6 +137,8 @@ pub struct PolicyInput {
     /// Frustration in [0, 1] when a sentiment model is present; above `frustration_threshold` the
     /// policy hands off.
     pub frustration: Option<f32>,
+    /// The question turns on words the business never uses (`Understanding::uncovered_terms`).
+    pub uncovered: bool,
 }
 
 /// The conversation so far, as far as the policy cares.
@@ -255,6 +262,12 @@ impl Policy {
             );
         }
 
+        // In scope, but about something the help centre never mentions: a person, rather than
+        // the nearest article or a question back that cannot lead anywhere.
+        if input.uncovered && knowledge < settings.covered_min_score && !bot_only {
+            return handoff(vec![Reason::NotCovered]);
+        }
+
         if let (Some(intent), Some(runner_up)) = (confident_intent, input.runner_up_confidence) {
             // Two intents nearly tied and no knowledge that settles it: ask which one was meant.
             if intent.confidence - runner_up < settings.ambiguity_margin
@@ -328,6 +341,7 @@ mod tests {
             out_of_scope: false,
             best_knowledge_score: knowledge,
             frustration: None,
+            uncovered: false,
         }
     }
 
@@ -339,6 +353,43 @@ mod tests {
         consecutive_failures: 0,
         answer_already_given: false,
     };
+
+    #[test]
+    fn questions_about_what_the_business_never_mentions_go_to_a_person() {
+        let uncovered = |intent_view, knowledge| PolicyInput {
+            uncovered: true,
+            ..input(Some(intent_view), Some(knowledge))
+        };
+        // A middling or even answerable match is the nearest article, not an answer.
+        for knowledge in [0.45, 0.6] {
+            let d = policy().decide(
+                &uncovered(intent("pair_sensor", 0.6, HandoffMode::Auto), knowledge),
+                FIRST_TURN,
+            );
+            assert_eq!(
+                (d.kind, d.reasons.as_slice()),
+                (DecisionKind::Handoff, &[Reason::NotCovered][..]),
+                "{knowledge}"
+            );
+        }
+        // A strong match: the help centre covers it in its own words.
+        let d = policy().decide(
+            &uncovered(intent("device_offline", 0.6, HandoffMode::Auto), 0.85),
+            FIRST_TURN,
+        );
+        assert_eq!(d.reasons, vec![Reason::KnowledgeMatch]);
+        // Bot-only intents and the explicit request keep their own rules.
+        let d = policy().decide(
+            &uncovered(intent("opening_hours", 0.9, HandoffMode::Never), 0.6),
+            FIRST_TURN,
+        );
+        assert_eq!(d.kind, DecisionKind::Answer);
+        let d = policy().decide(
+            &uncovered(intent("human_agent", 0.9, HandoffMode::Always), 0.2),
+            FIRST_TURN,
+        );
+        assert_eq!(d.reasons, vec![Reason::ExplicitRequest]);
+    }
 
     #[test]
     fn explicit_request_and_always_intents_hand_off_even_with_knowledge() {

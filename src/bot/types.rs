@@ -61,6 +61,15 @@ pub struct Understanding {
     /// message together. Sentiment and frustration still read the message alone.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rewritten_query: Option<String>,
+    /// The message with its typos corrected to the business's words ("chnage my pasword" ->
+    /// "change my password"): what the encoder and retrieval read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub corrected_query: Option<String>,
+    /// Words the business never uses (not in its intents nor its knowledge base) on which the
+    /// question turns: leaving them out changes its meaning. The help centre cannot answer it,
+    /// whatever article comes closest (`not_covered`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub uncovered_terms: Vec<String>,
     /// How much of the pipeline read the message.
     #[serde(skip_serializing_if = "Reading::is_full", default)]
     pub reading: Reading,

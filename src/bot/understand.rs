@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Below this cosine between a message and the message without its unfamiliar words, the
+/// question turns on those words. Chosen on the demo conversation scripts (evals/RESULTS.md):
+/// "alexa" 0.74, "valves" 0.81, "rental flats" 0.86 turn the question; "bristol" 0.92 ("I'm in
+/// Bristol"), "stone" 0.94 ("stone cold"), "tomorrow" 0.98 do not. "broadband" (0.76) is saved by
+/// the knowledge base's strong match on "internet" (`policy.covered_min_score`).
+const UNCOVERED_COSINE: f32 = 0.90;
+
 impl Engine {
     /// Understand a message without any conversation: one encoder pass, then intent
     /// classification and retrieval side by side.
@@ -17,6 +24,9 @@ impl Engine {
         text: &str,
     ) -> Result<UnderstandingDetail, EngineError> {
         let started = Instant::now();
+        let spelling = self.vocabulary().read(text);
+        // What the encoder and retrieval read: the message with its typos corrected.
+        let text = spelling.corrected.as_deref().unwrap_or(text);
         let analysis = self.encoder.analyze(text).await?;
         let embedding = analysis.embedding;
         let encoder_ms = ms(started);
@@ -47,7 +57,9 @@ impl Engine {
             let hits = self.retriever.search(text, &embedding).await?;
             Ok::<_, IndexError>((hits, ms(started)))
         };
-        let (classified, retrieved) = tokio::join!(classify, retrieve);
+        let uncovered = self.uncovered_terms(text, &embedding, &spelling.unfamiliar);
+        let (classified, retrieved, uncovered) = tokio::join!(classify, retrieve, uncovered);
+        let uncovered_terms = uncovered?;
         let (intent, intent_ms) = classified?;
         let (hits, retrieval_ms) = retrieved?;
         self.metrics.observe_stage("intent", intent_ms / 1000.0);
@@ -76,6 +88,8 @@ impl Engine {
                 &[],
             )),
             rewritten_query: None,
+            corrected_query: spelling.corrected.clone(),
+            uncovered_terms,
             reading: Reading::Full,
             timings: Timings {
                 encoder_ms,
@@ -88,6 +102,50 @@ impl Engine {
             understanding,
             hits,
             embedding,
+        })
+    }
+
+    /// The unfamiliar words a question turns on: those whose removal moves the message's
+    /// embedding away from where it was (cosine under [`UNCOVERED_COSINE`]). A long message
+    /// with one odd word ("our landlord won't let us fit it") keeps its meaning without it; "does
+    /// the thermostat work with alexa?" does not. Costs one more encoder pass, only for messages
+    /// with unfamiliar words.
+    async fn uncovered_terms(
+        &self,
+        text: &str,
+        embedding: &[f32],
+        unfamiliar: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        if unfamiliar.is_empty() {
+            return Ok(Vec::new());
+        }
+        let without: String = text
+            .split_inclusive(|c: char| !c.is_alphabetic())
+            .map(|piece| {
+                let word = piece.trim_end_matches(|c: char| !c.is_alphabetic());
+                if unfamiliar.contains(&word.to_lowercase()) {
+                    &piece[word.len()..]
+                } else {
+                    piece
+                }
+            })
+            .collect();
+        // A message made only of unfamiliar words (gibberish, another language) is for the
+        // out-of-scope rule, not this one.
+        if !without.chars().any(char::is_alphabetic) {
+            return Ok(Vec::new());
+        }
+        let reduced = self.encoder.embed(&without).await?;
+        let similarity = crate::nlp::encoder::cosine(embedding, &reduced);
+        tracing::debug!(
+            similarity,
+            ?unfamiliar,
+            "message read without its unfamiliar words"
+        );
+        Ok(if similarity < UNCOVERED_COSINE {
+            unfamiliar.to_vec()
+        } else {
+            Vec::new()
         })
     }
 
@@ -115,6 +173,8 @@ impl Engine {
             }),
             frustration: None,
             rewritten_query: None,
+            corrected_query: None,
+            uncovered_terms: Vec::new(),
             reading: Reading::AgentPanel,
             timings: Timings {
                 encoder_ms: total_ms,

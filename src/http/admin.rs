@@ -144,6 +144,8 @@ pub async fn upload_documents(
         .flush()
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
+    // New words in the knowledge base are no longer unfamiliar (nor typos of something else).
+    state.engine.refresh_vocabulary().await?;
     Ok((StatusCode::CREATED, Json(outcomes)))
 }
 
@@ -177,6 +179,7 @@ pub async fn delete_document(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     if state.components.knowledge.remove(&id).await? {
+        state.engine.refresh_vocabulary().await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound(format!("document {id} not found")))
@@ -249,7 +252,9 @@ pub async fn sync_knowledge(
             folder.display()
         )));
     }
-    Ok(Json(state.components.knowledge.sync_folder(folder).await?))
+    let report = state.components.knowledge.sync_folder(folder).await?;
+    state.engine.refresh_vocabulary().await?;
+    Ok(Json(report))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -6,6 +6,7 @@
 //! worker threads (each with its own ONNX session, since `Session::run` takes `&mut self`) and
 //! micro-batches requests that arrive while a worker is busy.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -473,6 +474,9 @@ pub struct EncoderPool {
     stats: Arc<EncoderStats>,
     max_batch: usize,
     has_sentiment: bool,
+    /// The whole words the tokenizer knows (its vocabulary without word pieces): the words the
+    /// encoder reads as themselves, which spelling correction leaves alone.
+    whole_words: Arc<HashSet<String>>,
 }
 
 impl EncoderPool {
@@ -497,6 +501,13 @@ impl EncoderPool {
             )?);
         }
         let has_sentiment = encoders.iter().all(Encoder::has_sentiment);
+        let whole_words = Arc::new(
+            tokenizer
+                .get_vocab(false)
+                .into_keys()
+                .filter(|word| word.len() > 1 && word.chars().all(|c| c.is_ascii_lowercase()))
+                .collect(),
+        );
         // Bounded, so a flood of requests waits in the async callers rather than in memory here.
         let (jobs, receiver) = crossbeam_channel::bounded::<EmbedJob>(1024);
         let stats = Arc::new(EncoderStats::default());
@@ -516,12 +527,17 @@ impl EncoderPool {
             stats,
             max_batch,
             has_sentiment,
+            whole_words,
         })
     }
 
     /// Whether the sentiment model is loaded.
     pub fn has_sentiment(&self) -> bool {
         self.has_sentiment
+    }
+
+    pub fn whole_words(&self) -> &Arc<HashSet<String>> {
+        &self.whole_words
     }
 
     /// Embed one text.

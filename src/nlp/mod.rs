@@ -8,3 +8,4 @@ pub mod intent_model;
 pub mod intents;
 pub mod intents_check;
 pub mod keywords;
+pub mod spelling;
