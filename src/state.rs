@@ -13,7 +13,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Settings;
 use crate::handoff::HandoffService;
 use crate::index::{IndexError, VectorIndex};
-use crate::knowledge::ingest::{IngestError, KnowledgeBase};
+use crate::knowledge::ingest::{IngestError, IngestOutcome, KnowledgeBase, SyncReport};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::nlp::encoder::{EncoderError, EncoderPool};
@@ -106,4 +106,58 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// This instance's membership of a cluster on PostgreSQL (None: it runs alone).
     pub cluster: Option<Arc<Cluster>>,
+}
+
+/// Why a change to the knowledge base did not complete. Documents already stored stay stored.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeChangeError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("vector index: {0}")]
+    Index(#[from] IndexError),
+    /// The documents changed but the bot's vocabulary could not be read again.
+    #[error(transparent)]
+    Vocabulary(#[from] crate::bot::EngineError),
+}
+
+/// Changes to the knowledge base, each followed by what depends on it: the index is flushed and
+/// the bot's vocabulary read again (new words are no longer unfamiliar, nor typos).
+impl AppState {
+    /// Ingest uploaded files (already checked and named `upload/NAME`), in order.
+    pub async fn add_documents(
+        &self,
+        files: Vec<(String, impl AsRef<[u8]>)>,
+    ) -> Result<Vec<IngestOutcome>, KnowledgeChangeError> {
+        let mut outcomes = Vec::with_capacity(files.len());
+        for (source, bytes) in files {
+            outcomes.push(
+                self.components
+                    .knowledge
+                    .ingest_bytes(&source, bytes.as_ref())
+                    .await?,
+            );
+        }
+        self.components.index.flush().await?;
+        self.engine.refresh_vocabulary().await?;
+        Ok(outcomes)
+    }
+
+    /// Remove a document by id or source; false when there is none.
+    pub async fn remove_document(&self, id_or_source: &str) -> Result<bool, KnowledgeChangeError> {
+        let removed = self.components.knowledge.remove(id_or_source).await?;
+        if removed {
+            self.engine.refresh_vocabulary().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Bring the knowledge base in line with a folder.
+    pub async fn sync_knowledge_folder(
+        &self,
+        folder: &Path,
+    ) -> Result<SyncReport, KnowledgeChangeError> {
+        let report = self.components.knowledge.sync_folder(folder).await?;
+        self.engine.refresh_vocabulary().await?;
+        Ok(report)
+    }
 }

@@ -128,24 +128,7 @@ pub async fn upload_documents(
     for (name, bytes) in files {
         named.push((upload_source(&name)?, bytes));
     }
-    let mut outcomes = Vec::with_capacity(named.len());
-    for (source, bytes) in named {
-        outcomes.push(
-            state
-                .components
-                .knowledge
-                .ingest_bytes(&source, &bytes)
-                .await?,
-        );
-    }
-    state
-        .components
-        .index
-        .flush()
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    // New words in the knowledge base are no longer unfamiliar (nor typos of something else).
-    state.engine.refresh_vocabulary().await?;
+    let outcomes = state.add_documents(named).await?;
     Ok((StatusCode::CREATED, Json(outcomes)))
 }
 
@@ -178,8 +161,7 @@ pub async fn delete_document(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    if state.components.knowledge.remove(&id).await? {
-        state.engine.refresh_vocabulary().await?;
+    if state.remove_document(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound(format!("document {id} not found")))
@@ -252,9 +234,7 @@ pub async fn sync_knowledge(
             folder.display()
         )));
     }
-    let report = state.components.knowledge.sync_folder(folder).await?;
-    state.engine.refresh_vocabulary().await?;
-    Ok(Json(report))
+    Ok(Json(state.sync_knowledge_folder(folder).await?))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

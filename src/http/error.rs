@@ -13,6 +13,7 @@ use crate::handoff::HandoffError;
 use crate::knowledge::ingest::IngestError;
 use crate::knowledge::loaders::LoadError;
 use crate::nlp::intent_model::IntentModelError;
+use crate::state::KnowledgeChangeError;
 use crate::store::StoreError;
 
 /// Every error code a client can be sent, over HTTP and over the WebSockets alike: one
@@ -345,6 +346,16 @@ impl From<IngestError> for AppError {
             }
             IngestError::Index(e) => AppError::Internal(format!("vector index: {e}")),
             IngestError::Store(e) => AppError::Internal(format!("store: {e}")),
+        }
+    }
+}
+
+impl From<KnowledgeChangeError> for AppError {
+    fn from(err: KnowledgeChangeError) -> Self {
+        match err {
+            KnowledgeChangeError::Ingest(e) => e.into(),
+            KnowledgeChangeError::Index(e) => AppError::Internal(format!("vector index: {e}")),
+            KnowledgeChangeError::Vocabulary(e) => e.into(),
         }
     }
 }
