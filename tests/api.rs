@@ -344,14 +344,7 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
     let markdown = "---\ntitle: Gift cards\nurl: https://help.brightloop.example/billing/gift-cards\n---\n\n\
         ## Redeeming a gift card\n\nEnter the 16-character gift card code at checkout under Payment. \
         Gift cards never expire and can be combined with one promotional code.\n";
-    let response = app
-        .client
-        .post(app.url("/v1/admin/documents?name=gift-cards.md"))
-        .bearer_auth(ADMIN_KEY)
-        .body(markdown)
-        .send()
-        .await
-        .unwrap();
+    let response = app.upload("gift-cards.md", markdown).await;
     assert_eq!(response.status(), 201);
     let outcome: Value = response.json().await.unwrap();
     assert_eq!(outcome[0]["status"], "added");
@@ -359,14 +352,7 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
     let document_id = outcome[0]["document_id"].as_str().unwrap().to_string();
 
     // The same bytes again change nothing.
-    let again = app
-        .client
-        .post(app.url("/v1/admin/documents?name=gift-cards.md"))
-        .bearer_auth(ADMIN_KEY)
-        .body(markdown)
-        .send()
-        .await
-        .unwrap();
+    let again = app.upload("gift-cards.md", markdown).await;
     let again: Value = again.json().await.unwrap();
     assert_eq!(again[0]["status"], "unchanged");
 
@@ -401,13 +387,8 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     let broken = app
-        .client
-        .post(app.url("/v1/admin/documents?name=broken.faq.yaml"))
-        .bearer_auth(ADMIN_KEY)
-        .body("- question: no answer here\n")
-        .send()
-        .await
-        .unwrap();
+        .upload("broken.faq.yaml", "- question: no answer here\n")
+        .await;
     assert_eq!(broken.status(), 422);
     let body: Value = broken.json().await.unwrap();
     assert!(
@@ -417,14 +398,7 @@ async fn documents_can_be_uploaded_searched_and_deleted() {
             .contains("broken.faq.yaml"),
         "{body}"
     );
-    let bad_name = app
-        .client
-        .post(app.url("/v1/admin/documents?name=../x.md"))
-        .bearer_auth(ADMIN_KEY)
-        .body("# hi\n\ntext")
-        .send()
-        .await
-        .unwrap();
+    let bad_name = app.upload("../x.md", "# hi\n\ntext").await;
     assert_eq!(bad_name.status(), 400);
     assert_eq!(
         app.admin_get("/v1/admin/documents")
@@ -781,18 +755,20 @@ async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person()
     assert_eq!(typo["intent"]["name"], "reset_password", "{typo}");
     assert_eq!(typo["out_of_scope"], false, "{typo}");
     // Correctly spelt messages are read as they are.
-    let plain = understand("how do I reset my password?").await;
-    assert!(plain.get("corrected_query").is_none(), "{plain}");
-    assert!(plain.get("uncovered_terms").is_none(), "{plain}");
-
-    let (id, token) = app.conversation().await;
-    let (status, turn) = app
-        .say(
+    let ask_about_alexa = || async {
+        let (id, token) = app.conversation().await;
+        app.say(
             &id,
             &token,
             "does the brightloop thermostat work with alexa?",
         )
-        .await;
+        .await
+    };
+    let plain = understand("how do I reset my password?").await;
+    assert!(plain.get("corrected_query").is_none(), "{plain}");
+    assert!(plain.get("uncovered_terms").is_none(), "{plain}");
+
+    let (status, turn) = ask_about_alexa().await;
     assert_eq!(status, 200);
     assert_eq!(turn["decision"], "handoff", "{turn}");
     assert_eq!(turn["reasons"], json!(["not_covered"]), "{turn}");
@@ -802,23 +778,9 @@ async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person()
     let markdown = "---\ntitle: Voice assistants\n---\n\n## Alexa\n\nThe Brightloop thermostat \
         works with Amazon Alexa: enable the Brightloop skill in the Alexa app and say \"Alexa, \
         set the heating to 20 degrees\".\n";
-    let response = app
-        .client
-        .post(app.url("/v1/admin/documents?name=voice-assistants.md"))
-        .bearer_auth(ADMIN_KEY)
-        .body(markdown)
-        .send()
-        .await
-        .unwrap();
+    let response = app.upload("voice-assistants.md", markdown).await;
     assert_eq!(response.status(), 201);
-    let (id, token) = app.conversation().await;
-    let (status, turn) = app
-        .say(
-            &id,
-            &token,
-            "does the brightloop thermostat work with alexa?",
-        )
-        .await;
+    let (status, turn) = ask_about_alexa().await;
     assert_eq!(status, 200);
     assert_eq!(turn["decision"], "answer", "{turn}");
     assert!(

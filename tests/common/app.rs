@@ -192,6 +192,17 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Upload one document as raw bytes under `name` with the admin key.
+    pub async fn upload(&self, name: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/admin/documents?name={name}")))
+            .bearer_auth(ADMIN_KEY)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn transcript(&self, id: &str, token: &str) -> Value {
         let response = self
             .client
