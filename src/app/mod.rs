@@ -12,7 +12,7 @@ mod background;
 
 pub use background::Background;
 
-use crate::assets::{ModelFiles, ENCODER_MODEL};
+use crate::assets::ModelFiles;
 use crate::bot::answer::llm::LlmAnswerWriter;
 use crate::bot::answer::prompt::AnswerPrompt;
 use crate::bot::answer::{AnswerWriter, ExtractiveAnswerer};
@@ -65,7 +65,7 @@ impl Components {
         encoder: Option<EncoderPool>,
     ) -> Result<Self, StartupError> {
         // Models first: a missing file is the most likely first-run problem and the cheapest check.
-        let model_files = ModelFiles::verify(&settings.paths.models)?;
+        let model_files = ModelFiles::verify(&settings.paths.models, settings.encoder.precision)?;
         let data_lock = DataDirLock::acquire(&settings.paths.data)?;
         let encoder = match encoder {
             Some(encoder) => encoder,
@@ -101,10 +101,7 @@ impl Components {
 
     /// Digest of the encoder model, part of the intent cache key (a new model means retraining).
     pub fn encoder_digest(&self) -> String {
-        crate::assets::Manifest::read(&self.settings.paths.models.join(crate::assets::MANIFEST))
-            .ok()
-            .and_then(|manifest| manifest.digest(ENCODER_MODEL).map(str::to_string))
-            .unwrap_or_default()
+        self.encoder.model_digest().to_string()
     }
 
     /// Train (or load from cache) the intent recogniser for the configured intents file.
@@ -124,6 +121,8 @@ impl Components {
         let folder: PathBuf = self.settings.paths.knowledge.clone();
         if !folder.is_dir() {
             tracing::warn!(folder = %folder.display(), "knowledge folder does not exist; starting with what the store holds");
+            // Uploaded documents still need an index in step with the store and the encoder.
+            self.knowledge.repair_index().await?;
             return Ok(None);
         }
         let report = self.knowledge.sync_folder(&folder).await?;

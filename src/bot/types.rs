@@ -70,6 +70,11 @@ pub struct Understanding {
     /// whatever article comes closest (`not_covered`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub uncovered_terms: Vec<String>,
+    /// For a message of several sentences whose intent, read whole, was not a request for a
+    /// person: the sentence that surely is one ("... can someone from your team look at it?").
+    /// The intent is then that sentence's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_requested_in: Option<String>,
     /// How much of the pipeline read the message.
     #[serde(skip_serializing_if = "Reading::is_full", default)]
     pub reading: Reading,

@@ -1,8 +1,11 @@
-//! Reading a message: one encoder pass feeding intent classification, sentiment, frustration and
-//! retrieval; the cheaper reading for messages a person handles; follow-ups read with the
+//! Reading a message: one encoder pass feeding intent classification and retrieval, the sentiment
+//! model beside it, then frustration; the cheaper reading for messages a person handles; follow-ups read with the
 //! question they follow.
 
 use super::*;
+use crate::knowledge::retrieval::KnowledgeHit;
+use crate::nlp::encoder::{Embedding, EncoderError};
+use crate::nlp::intent_model::IntentResult;
 
 /// Below this cosine between a message and the message without its unfamiliar words, the
 /// question turns on those words. Chosen on the demo conversation scripts (evals/RESULTS.md):
@@ -27,41 +30,31 @@ impl Engine {
         let spelling = self.vocabulary().read(text);
         // What the encoder and retrieval read: the message with its typos corrected.
         let text = spelling.corrected.as_deref().unwrap_or(text);
-        let analysis = self.encoder.analyze(text).await?;
-        let embedding = analysis.embedding;
-        let encoder_ms = ms(started);
-        self.metrics.observe_stage("encoder", encoder_ms / 1000.0);
-
-        let recognizer = self.intents();
-        let settings = self.intent_settings.clone();
-        let classify_embedding = embedding.clone();
-        let classify = async move {
+        // The sentiment model runs beside everything that follows the embedding (on another
+        // encoder worker): intent and retrieval do not wait for it.
+        let sentiment = async {
             let started = Instant::now();
-            // The neighbour search over every example is CPU work that grows with the intents
-            // file; it runs on the blocking pool rather than stalling the runtime.
-            let result = tokio::task::spawn_blocking(move || {
-                recognizer.classify(
-                    &classify_embedding,
-                    settings.alternatives,
-                    settings.oos_threshold,
-                )
-            })
-            .await
-            .map_err(|e| {
-                ClassifierError::InvalidOption(format!("classification task failed: {e}"))
-            })?;
-            Ok::<_, ClassifierError>((result?, ms(started)))
+            let scores = self.encoder.sentiment(text).await?;
+            self.metrics
+                .observe_stage("sentiment", ms(started) / 1000.0);
+            Ok::<_, EncoderError>(scores)
         };
-        let retrieve = async {
-            let started = Instant::now();
-            let hits = self.retriever.search(text, &embedding).await?;
-            Ok::<_, IndexError>((hits, ms(started)))
+        let embedding_and_reading = async {
+            let embedding = self.encoder.embed(text).await?;
+            let encoder_ms = ms(started);
+            self.metrics.observe_stage("encoder", encoder_ms / 1000.0);
+            let (classified, retrieved, uncovered) = tokio::join!(
+                self.classify(embedding.clone()),
+                self.retrieve(text, &embedding),
+                self.uncovered_terms(text, &embedding, &spelling.unfamiliar)
+            );
+            Ok::<_, EngineError>((embedding, encoder_ms, classified?, retrieved?, uncovered?))
         };
-        let uncovered = self.uncovered_terms(text, &embedding, &spelling.unfamiliar);
-        let (classified, retrieved, uncovered) = tokio::join!(classify, retrieve, uncovered);
-        let uncovered_terms = uncovered?;
-        let (intent, intent_ms) = classified?;
-        let (hits, retrieval_ms) = retrieved?;
+        let (sentiment, read) = tokio::join!(sentiment, embedding_and_reading);
+        let (embedding, encoder_ms, (intent, intent_ms), (hits, retrieval_ms), uncovered_terms) =
+            read?;
+        let sentiment = sentiment?;
+        let (intent, person_requested_in) = self.request_for_a_person(text, intent).await?;
         self.metrics.observe_stage("intent", intent_ms / 1000.0);
         self.metrics
             .observe_stage("retrieval", retrieval_ms / 1000.0);
@@ -76,7 +69,7 @@ impl Engine {
             in_scope_score: intent.in_scope_score,
             knowledge: hits.iter().map(knowledge_ref).collect(),
             knowledge_steered: false,
-            sentiment: analysis.sentiment.map(|scores| SentimentView {
+            sentiment: sentiment.map(|scores| SentimentView {
                 label: scores.label().to_string(),
                 scores,
             }),
@@ -84,12 +77,13 @@ impl Engine {
             frustration: Some(self.frustration.assess(
                 &self.keywords,
                 text,
-                analysis.sentiment.as_ref(),
+                sentiment.as_ref(),
                 &[],
             )),
             rewritten_query: None,
             corrected_query: spelling.corrected.clone(),
             uncovered_terms,
+            person_requested_in,
             reading: Reading::Full,
             timings: Timings {
                 encoder_ms,
@@ -103,6 +97,64 @@ impl Engine {
             hits,
             embedding,
         })
+    }
+
+    /// The message's intent, with the time it took. The neighbour search over every example is
+    /// CPU work that grows with the intents file, so it runs on the blocking pool rather than
+    /// stalling the runtime.
+    async fn classify(&self, embedding: Embedding) -> Result<(IntentResult, f64), EngineError> {
+        let started = Instant::now();
+        let recognizer = self.intents();
+        let settings = self.intent_settings.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            recognizer.classify(&embedding, settings.alternatives, settings.oos_threshold)
+        })
+        .await
+        .map_err(|e| ClassifierError::InvalidOption(format!("classification task failed: {e}")))?;
+        Ok((result?, ms(started)))
+    }
+
+    /// A longer message can ask for a person in one of its sentences ("i've done all of that
+    /// already, it's still offline. can someone from your team look at it?"); read whole, the
+    /// request is diluted by the rest. So the sentences of a message of several are classified
+    /// too (one encoder pass each, only for such messages), and a sentence that is surely a
+    /// request for a person (`policy.confident_intent`) makes the message one. Returns the
+    /// intent reading to use and that sentence.
+    async fn request_for_a_person(
+        &self,
+        text: &str,
+        whole: IntentResult,
+    ) -> Result<(IntentResult, Option<String>), EngineError> {
+        let person = self.policy.human_request_intent();
+        if whole.intent.name == person && !whole.out_of_scope {
+            return Ok((whole, None));
+        }
+        let sentences = sentences(text);
+        if sentences.len() < 2 {
+            return Ok((whole, None));
+        }
+        let embeddings = self.encoder.embed_many(sentences.clone()).await?;
+        for (sentence, embedding) in sentences.into_iter().zip(embeddings) {
+            let (reading, _) = self.classify(embedding).await?;
+            if !reading.out_of_scope
+                && reading.intent.name == person
+                && reading.intent.confidence >= self.policy.settings().confident_intent
+            {
+                return Ok((reading, Some(sentence)));
+            }
+        }
+        Ok((whole, None))
+    }
+
+    /// The knowledge hits for the message, with the time the search took.
+    async fn retrieve(
+        &self,
+        text: &str,
+        embedding: &[f32],
+    ) -> Result<(Vec<KnowledgeHit>, f64), EngineError> {
+        let started = Instant::now();
+        let hits = self.retriever.search(text, embedding).await?;
+        Ok((hits, ms(started)))
     }
 
     /// The unfamiliar words a question turns on: those whose removal moves the message's
@@ -175,6 +227,7 @@ impl Engine {
             rewritten_query: None,
             corrected_query: None,
             uncovered_terms: Vec::new(),
+            person_requested_in: None,
             reading: Reading::AgentPanel,
             timings: Timings {
                 encoder_ms: total_ms,
@@ -292,5 +345,63 @@ impl Engine {
         merged_detail.understanding.rewritten_query = Some(merged);
         *detail = merged_detail;
         Ok(())
+    }
+}
+
+/// Most sentences of one message read on their own (a pasted log is not a conversation).
+const MAX_SENTENCES: usize = 6;
+
+/// The sentences of a message: split after `.`, `!`, `?` or `;` followed by a space (so "2.5"
+/// and "e.g.x" stay whole) and at line breaks; pieces without a letter are dropped.
+fn sentences(text: &str) -> Vec<String> {
+    let mut sentences = Vec::new();
+    let mut current = String::new();
+    let mut characters = text.chars().peekable();
+    while let Some(character) = characters.next() {
+        let ends = character == '\n'
+            || (matches!(character, '.' | '!' | '?' | ';')
+                && characters.peek().is_none_or(|next| next.is_whitespace()));
+        if character != '\n' {
+            current.push(character);
+        }
+        if ends {
+            sentences.push(std::mem::take(&mut current));
+        }
+    }
+    sentences.push(current);
+    sentences
+        .into_iter()
+        .map(|sentence| sentence.trim().to_string())
+        .filter(|sentence| sentence.chars().any(char::is_alphabetic))
+        .take(MAX_SENTENCES)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentences;
+
+    #[test]
+    fn messages_split_into_sentences_at_their_ends_only() {
+        assert_eq!(
+            sentences("i've done all of that already, it's still offline. can someone look at it?"),
+            vec![
+                "i've done all of that already, it's still offline.",
+                "can someone look at it?"
+            ]
+        );
+        assert_eq!(
+            sentences("it costs 2.5 pounds, e.g.today"),
+            vec!["it costs 2.5 pounds, e.g.today"]
+        );
+        assert_eq!(
+            sentences("hello!!! help\n\nplease"),
+            vec!["hello!!!", "help", "please"]
+        );
+        assert_eq!(sentences("... ?"), Vec::<String>::new());
+        assert_eq!(
+            sentences("a. b. c. d. e. f. g. h."),
+            vec!["a.", "b.", "c.", "d.", "e.", "f."]
+        );
     }
 }

@@ -209,20 +209,32 @@ impl KnowledgeBase {
         Ok(self.store.list_documents().await?)
     }
 
-    /// When the index holds a different number of chunks than the store says it should, rebuild it
-    /// from the store. Returns the number of chunks re-indexed.
+    /// When the index holds a different number of chunks than the store says it should, or was
+    /// embedded by another encoder model than the one running (embeddings of two models are not
+    /// comparable), rebuild it from the store. Returns the number of chunks re-indexed.
     pub async fn repair_index(&self) -> Result<usize, IngestError> {
         let documents = self.store.list_documents().await?;
         let expected: i64 = documents.iter().map(|d| d.chunk_count).sum();
         let actual = self.index.count().await? as i64;
-        if expected == actual {
+        let running = self.encoder.model_digest();
+        let recorded = self.store.index_encoder().await?;
+        let same_encoder = recorded.as_deref() == Some(running);
+        if expected == actual && same_encoder {
             return Ok(0);
         }
-        tracing::warn!(
-            expected,
-            actual,
-            "vector index out of step with the store; re-indexing"
-        );
+        if !same_encoder && expected > 0 {
+            tracing::warn!(
+                recorded = recorded.as_deref().unwrap_or("unrecorded"),
+                running,
+                "the encoder model changed since the index was built; re-embedding the knowledge base"
+            );
+        } else if expected != actual {
+            tracing::warn!(
+                expected,
+                actual,
+                "vector index out of step with the store; re-indexing"
+            );
+        }
         let mut reindexed = 0;
         for summary in documents {
             if let Some(document) = self.store.get_document(&summary.id).await? {
@@ -231,6 +243,8 @@ impl KnowledgeBase {
             }
         }
         self.index.flush().await?;
+        // Recorded only once every document is embedded: an interrupted rebuild starts again.
+        self.store.set_index_encoder(running).await?;
         Ok(reindexed)
     }
 }

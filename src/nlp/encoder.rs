@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
-use crate::assets::ModelFiles;
+use crate::assets::{EncoderPrecision, ModelFiles};
 
 /// Width of the all-MiniLM-L6-v2 embedding.
 pub const EMBEDDING_DIM: usize = 384;
@@ -30,16 +30,23 @@ pub type Embedding = Vec<f32>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EncoderOptions {
+    /// Which encoder file runs: `int8` (the default) computes in int8, `fp32` is the file as its
+    /// package ships it. The two give slightly different embeddings (cosine about 0.99), so a
+    /// change re-embeds the knowledge base and retrains the intents at the next start.
+    pub precision: EncoderPrecision,
     /// Inputs are truncated to this many tokens (the model was trained on 128).
     pub max_tokens: usize,
-    /// ONNX Runtime intra-op threads per worker.
+    /// ONNX Runtime intra-op threads per worker. One per worker by default: with two workers on
+    /// two cores, a message's embedding and its sentiment run side by side, and under load each
+    /// worker keeps its core busy without the threads of one session waiting on each other.
     pub intra_threads: usize,
     /// Let ONNX Runtime threads spin while waiting: lower latency on an idle machine, but it burns
     /// a core and degrades badly when other work competes for it, so it is off by default.
     pub spinning: bool,
     /// Worker threads, each with its own session.
     pub workers: usize,
-    /// Most texts run through the model in one batch.
+    /// Most texts run through the fp32 model in one batch. The int8 model always runs one text at
+    /// a time (see [`Encoder::embed`]).
     pub max_batch: usize,
     /// Run the sentiment model on customer messages when it is installed.
     pub sentiment: bool,
@@ -51,10 +58,11 @@ pub struct EncoderOptions {
 impl Default for EncoderOptions {
     fn default() -> Self {
         Self {
+            precision: EncoderPrecision::Int8,
             max_tokens: 128,
-            intra_threads: 2,
+            intra_threads: 1,
             spinning: false,
-            workers: 1,
+            workers: 2,
             max_batch: 32,
             sentiment: true,
             sentiment_max_tokens: 64,
@@ -161,6 +169,21 @@ pub struct Encoder {
     session: Session,
     tokenizer: Arc<Tokenizer>,
     sentiment: Option<SentimentHead>,
+    /// Most texts per model run: 1 for the int8 model (see [`Encoder::embed`]).
+    model_batch: usize,
+}
+
+impl EncoderOptions {
+    /// Most texts per run of the encoder model. A dynamically quantised model picks the scale of
+    /// each layer's input from the whole batch (DynamicQuantizeLinear), so an embedding would
+    /// depend on which other texts, and how much padding, shared its batch (cosine as low as 0.97
+    /// against the same text alone): int8 runs one text at a time, which is also how it is fast.
+    fn model_batch(&self) -> usize {
+        match self.precision {
+            EncoderPrecision::Int8 => 1,
+            EncoderPrecision::Fp32 => self.max_batch.max(1),
+        }
+    }
 }
 
 fn build_session(
@@ -250,6 +273,7 @@ impl Encoder {
             session,
             tokenizer,
             sentiment,
+            model_batch: options.model_batch(),
         })
     }
 
@@ -265,16 +289,12 @@ impl Encoder {
         texts: &[&str],
         with_sentiment: &[bool],
         with_embedding: &[bool],
-        max_batch: usize,
     ) -> Result<Vec<Analysis>, EncoderError> {
         // Embed only the texts that need it, then put the results back in place.
         let to_embed: Vec<usize> = (0..texts.len())
             .filter(|&i| with_embedding.get(i).copied().unwrap_or(true))
             .collect();
-        let embedded = self.embed(
-            &to_embed.iter().map(|&i| texts[i]).collect::<Vec<_>>(),
-            max_batch,
-        )?;
+        let embedded = self.embed(&to_embed.iter().map(|&i| texts[i]).collect::<Vec<_>>())?;
         let mut embeddings = vec![Vec::new(); texts.len()];
         for (index, embedding) in to_embed.into_iter().zip(embedded) {
             embeddings[index] = embedding;
@@ -311,13 +331,10 @@ impl Encoder {
             .collect())
     }
 
-    /// Embed texts, in order. Long inputs are grouped by length and run in batches of `max_batch`,
-    /// so padding stays small.
-    pub fn embed(
-        &mut self,
-        texts: &[&str],
-        max_batch: usize,
-    ) -> Result<Vec<Embedding>, EncoderError> {
+    /// Embed texts, in order. The fp32 model runs them grouped by length in batches of
+    /// `max_batch`, so padding stays small; the int8 model runs each alone, so a text's embedding
+    /// never depends on its neighbours (see [`EncoderOptions::model_batch`]).
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Embedding>, EncoderError> {
         let mut encodings = Vec::with_capacity(texts.len());
         for text in texts {
             let encoding = self
@@ -329,7 +346,7 @@ impl Encoder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
         let mut embeddings = vec![Vec::new(); texts.len()];
-        for group in order.chunks(max_batch.max(1)) {
+        for group in order.chunks(self.model_batch) {
             let batch: Vec<&tokenizers::Encoding> = group.iter().map(|&i| &encodings[i]).collect();
             for (embedding, &index) in self.run_batch(&batch)?.into_iter().zip(group) {
                 embeddings[index] = embedding;
@@ -472,7 +489,10 @@ pub struct EncoderStats {
 pub struct EncoderPool {
     jobs: Sender<EmbedJob>,
     stats: Arc<EncoderStats>,
-    max_batch: usize,
+    /// Worker threads: a request is split into this many jobs so they run side by side.
+    workers: usize,
+    /// sha256 of the encoder model file: embeddings from another model are not comparable.
+    model_digest: Arc<str>,
     has_sentiment: bool,
     /// The whole words the tokenizer knows (its vocabulary without word pieces): the words the
     /// encoder reads as themselves, which spelling correction leaves alone.
@@ -511,7 +531,10 @@ impl EncoderPool {
         // Bounded, so a flood of requests waits in the async callers rather than in memory here.
         let (jobs, receiver) = crossbeam_channel::bounded::<EmbedJob>(1024);
         let stats = Arc::new(EncoderStats::default());
-        let max_batch = options.max_batch.max(1);
+        let workers = encoders.len();
+        // A worker takes as many waiting texts as one model run holds: with the int8 model that
+        // is one job at a time, so the jobs a request is split into go to different workers.
+        let max_batch = options.model_batch();
         for (index, encoder) in encoders.into_iter().enumerate() {
             let receiver = receiver.clone();
             let stats = stats.clone();
@@ -525,7 +548,8 @@ impl EncoderPool {
         Ok(Self {
             jobs,
             stats,
-            max_batch,
+            workers,
+            model_digest: files.encoder_digest.as_str().into(),
             has_sentiment,
             whole_words,
         })
@@ -534,6 +558,11 @@ impl EncoderPool {
     /// Whether the sentiment model is loaded.
     pub fn has_sentiment(&self) -> bool {
         self.has_sentiment
+    }
+
+    /// sha256 of the encoder model the workers run.
+    pub fn model_digest(&self) -> &str {
+        &self.model_digest
     }
 
     pub fn whole_words(&self) -> &Arc<HashSet<String>> {
@@ -546,26 +575,41 @@ impl EncoderPool {
         embeddings.pop().ok_or(EncoderError::WorkersGone)
     }
 
-    /// Embed many texts (ingestion, evaluations), in order.
+    /// Embed many texts (ingestion, evaluations), in order, shared among the workers.
     pub async fn embed_many(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EncoderError> {
-        Ok(self
-            .submit(texts, false, true)
-            .await?
-            .into_iter()
-            .map(|a| a.embedding)
-            .collect())
+        let parts = split_evenly(texts, self.workers);
+        let jobs = parts.into_iter().map(|part| self.submit(part, false, true));
+        let mut embeddings = Vec::new();
+        for part in futures::future::try_join_all(jobs).await? {
+            embeddings.extend(part.into_iter().map(|a| a.embedding));
+        }
+        Ok(embeddings)
     }
 
-    /// Embed a customer message and classify its sentiment (when the model is installed), in
-    /// the same trip to the workers.
+    /// Embed a customer message and classify its sentiment (when the model is installed). With
+    /// two workers or more the two models run side by side, so the sentiment costs no latency.
     pub async fn analyze(&self, text: &str) -> Result<Analysis, EncoderError> {
-        let mut analyses = self.submit(vec![text.to_string()], true, true).await?;
+        let mut analyses = self.analyze_many(vec![text.to_string()]).await?;
         analyses.pop().ok_or(EncoderError::WorkersGone)
     }
 
     /// [`EncoderPool::analyze`] for many texts (evaluations), in order.
     pub async fn analyze_many(&self, texts: Vec<String>) -> Result<Vec<Analysis>, EncoderError> {
-        self.submit(texts, true, true).await
+        if !self.has_sentiment || self.workers < 2 {
+            return self.submit(texts, self.has_sentiment, true).await;
+        }
+        let (embedded, sentiments) = tokio::try_join!(
+            self.embed_many(texts.clone()),
+            self.submit(texts, true, false)
+        )?;
+        Ok(embedded
+            .into_iter()
+            .zip(sentiments)
+            .map(|(embedding, scored)| Analysis {
+                embedding,
+                sentiment: scored.sentiment,
+            })
+            .collect())
     }
 
     /// The sentiment of one text, without embedding it (None when no sentiment model is
@@ -627,10 +671,19 @@ impl EncoderPool {
     pub fn stats(&self) -> &EncoderStats {
         &self.stats
     }
+}
 
-    pub fn max_batch(&self) -> usize {
-        self.max_batch
+/// Split `items` into at most `parts` runs of nearly equal length, in order (none empty).
+fn split_evenly<T>(mut items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let parts = parts.clamp(1, items.len().max(1));
+    let mut runs = Vec::with_capacity(parts);
+    for remaining_parts in (1..=parts).rev() {
+        let take = items.len().div_ceil(remaining_parts);
+        let rest = items.split_off(take);
+        runs.push(std::mem::replace(&mut items, rest));
     }
+    runs.retain(|run| !run.is_empty());
+    runs
 }
 
 fn run_worker(
@@ -666,7 +719,7 @@ fn run_worker(
             .iter()
             .flat_map(|job| std::iter::repeat_n(job.embedding, job.texts.len()))
             .collect();
-        let result = encoder.analyze(&texts, &with_sentiment, &with_embedding, max_batch);
+        let result = encoder.analyze(&texts, &with_sentiment, &with_embedding);
         record(&stats, texts.len(), started.elapsed());
         match result {
             Ok(mut analyses) => {
@@ -709,6 +762,18 @@ mod tests {
         assert!((pooled[1] - expected).abs() < 1e-6);
         assert_eq!(pooled[2], 0.0);
         assert!((cosine(&pooled, &pooled) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn requests_are_split_evenly_in_order() {
+        assert_eq!(
+            split_evenly(vec![1, 2, 3, 4, 5], 2),
+            vec![vec![1, 2, 3], vec![4, 5]]
+        );
+        assert_eq!(split_evenly(vec![1], 2), vec![vec![1]]);
+        assert_eq!(split_evenly(Vec::<u8>::new(), 2), Vec::<Vec<u8>>::new());
+        assert_eq!(split_evenly(vec![1, 2, 3], 1), vec![vec![1, 2, 3]]);
+        assert_eq!(split_evenly(vec![1, 2], 0), vec![vec![1, 2]]);
     }
 
     #[test]

@@ -219,4 +219,10 @@ pub trait Store: Send + Sync {
     async fn list_documents(&self) -> Result<Vec<DocumentSummary>, StoreError>;
     /// Remove a document and its chunks; false when it did not exist.
     async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The digest of the encoder model that embedded the vector index, as last recorded (None
+    /// before the first record).
+    async fn index_encoder(&self) -> Result<Option<String>, StoreError>;
+    /// Record the digest of the encoder model that embedded the vector index.
+    async fn set_index_encoder(&self, digest: &str) -> Result<(), StoreError>;
 }

@@ -57,8 +57,8 @@ pub fn shared_encoder() -> EncoderPool {
     static ENCODER: OnceLock<EncoderPool> = OnceLock::new();
     ENCODER
         .get_or_init(|| {
-            let files =
-                ModelFiles::verify(&repo().join("models")).expect("model files: run make models");
+            let files = ModelFiles::verify(&repo().join("models"), Default::default())
+                .expect("model files: run make models");
             EncoderPool::start(&files, &Default::default()).expect("encoder starts")
         })
         .clone()

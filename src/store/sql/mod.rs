@@ -820,6 +820,30 @@ impl Store for SqlStore {
         write.commit(CONTEXT).await?;
         Ok(deleted.rows_affected() > 0)
     }
+
+    async fn index_encoder(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM index_state WHERE name = 'encoder'")
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading the index's encoder")?;
+        row.map(|row| sqlx::Row::try_get::<String, _>(&row, "value"))
+            .transpose()
+            .context("reading the index's encoder")
+    }
+
+    async fn set_index_encoder(&self, digest: &str) -> Result<(), StoreError> {
+        const CONTEXT: &str = "recording the index's encoder";
+        let mut write = self.begin_write(CONTEXT).await?;
+        sqlx::query(
+            "INSERT INTO index_state (name, value) VALUES ('encoder', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(digest)
+        .execute(write.connection())
+        .await
+        .context(CONTEXT)?;
+        write.commit(CONTEXT).await
+    }
 }
 
 #[cfg(test)]

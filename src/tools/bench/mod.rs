@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::app::{AppState, StartupError};
 use crate::config::Settings;
+use crate::nlp::encoder::EncoderError;
 
 /// Messages like the ones customers send: short and long, typos, questions and requests.
 pub(crate) const SAMPLE_MESSAGES: &[&str] = &[
@@ -118,6 +119,11 @@ impl LatencySummary {
 #[derive(Debug, Serialize)]
 struct BenchReport {
     encoder: LatencySummary,
+    /// The sentiment model alone, through the same workers.
+    sentiment: LatencySummary,
+    /// Both models for one message, as understanding asks for them (side by side with two
+    /// workers or more).
+    encoder_and_sentiment: LatencySummary,
     post_message: LatencySummary,
     /// Server-side understanding time (encoder + intent + retrieval) from the responses.
     understanding: LatencySummary,
@@ -150,17 +156,33 @@ pub(crate) async fn measure_encoder(
     warmup: usize,
     messages: usize,
 ) -> Result<LatencySummary, BenchError> {
-    let encoder = state.engine.encoder().clone();
+    let encoder = state.engine.encoder();
+    measure_each(warmup, messages, |text| async move {
+        encoder.embed(text).await.map(drop)
+    })
+    .await
+}
+
+/// Latency of `step` over the sample messages, one at a time, after `warmup` untimed calls.
+async fn measure_each<F, Fut>(
+    warmup: usize,
+    messages: usize,
+    step: F,
+) -> Result<LatencySummary, BenchError>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), EncoderError>>,
+{
     for text in SAMPLE_MESSAGES.iter().cycle().take(warmup) {
-        encoder.embed(text).await.map_err(StartupError::from)?;
+        step(text).await.map_err(StartupError::from)?;
     }
-    let mut encoder_ms = Vec::with_capacity(messages);
+    let mut millis = Vec::with_capacity(messages);
     for text in SAMPLE_MESSAGES.iter().cycle().take(messages) {
         let started = Instant::now();
-        encoder.embed(text).await.map_err(StartupError::from)?;
-        encoder_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        step(text).await.map_err(StartupError::from)?;
+        millis.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(LatencySummary::from_millis(encoder_ms))
+    Ok(LatencySummary::from_millis(millis))
 }
 
 pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> {
@@ -174,10 +196,24 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
     settings.paths.data = scratch.path().to_path_buf();
     settings.database.url = None;
     settings.server.bind = "127.0.0.1:0".into();
+    // One client address opens a conversation per message: the abuse limit would refuse it
+    // (429) long before the measurement ends.
+    settings.limits.requests_per_ip_per_second = 0;
     let state = AppState::build(settings).await?;
 
     let encoder = measure_encoder(&state, args.warmup, args.messages).await?;
     println!("encoder alone        {}", encoder.line());
+    let pool = state.engine.encoder();
+    let sentiment = measure_each(args.warmup, args.messages, |text| async move {
+        pool.sentiment(text).await.map(drop)
+    })
+    .await?;
+    println!("sentiment alone      {}", sentiment.line());
+    let encoder_and_sentiment = measure_each(args.warmup, args.messages, |text| async move {
+        pool.analyze(text).await.map(drop)
+    })
+    .await?;
+    println!("encoder + sentiment  {}", encoder_and_sentiment.line());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -240,6 +276,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
     println!("  understanding      {}", understanding.line());
     let report = BenchReport {
         encoder,
+        sentiment,
+        encoder_and_sentiment,
         post_message,
         understanding,
         build_profile: build_profile(),

@@ -101,7 +101,8 @@ pub fn resolve_data(settings: &Settings, data: &Path) -> Result<PathBuf, EvalErr
 
 /// The encoder, started from the verified model files.
 pub fn start_encoder(settings: &Settings) -> Result<EncoderPool, EvalError> {
-    let files = ModelFiles::verify(&settings.paths.models).map_err(EvalError::pipeline)?;
+    let files = ModelFiles::verify(&settings.paths.models, settings.encoder.precision)
+        .map_err(EvalError::pipeline)?;
     EncoderPool::start(&files, &settings.encoder).map_err(EvalError::pipeline)
 }
 

@@ -202,6 +202,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> Result<(), BenchError> 
         start_python(
             &baseline_dir,
             &settings.paths.models,
+            settings.encoder.precision.model_file(),
             &export_path,
             scratch.path(),
         )
@@ -362,6 +363,7 @@ async fn start_baton(settings: &Settings, scratch: &Path) -> Result<Service, Ben
 async fn start_python(
     baseline_dir: &Path,
     models: &Path,
+    encoder_file: &str,
     export: &Path,
     scratch: &Path,
 ) -> Result<Service, BenchError> {
@@ -373,6 +375,8 @@ async fn start_python(
         .arg(baseline_dir.join("service.py"))
         .arg("--models")
         .arg(models)
+        .arg("--encoder")
+        .arg(models.join(encoder_file))
         .arg("--input")
         .arg(export)
         .arg("--port")

