@@ -9,7 +9,9 @@
 //!   busy-sleeping), and write transactions start with `BEGIN IMMEDIATE` so that a transaction never
 //!   has to upgrade a read lock (which SQLite refuses with "database is locked" instead of waiting).
 //!   The busy timeout covers writers in other processes, e.g. `baton kb` next to the server. WAL
-//!   lets readers run while a write is in progress.
+//!   lets readers run while a write is in progress. With `sqlite_synchronous = "full"` a commit
+//!   returns only once an fsync of the WAL covers it, one fsync for all the commits that finished
+//!   meanwhile (group commit, `wal_sync.rs`).
 //! - PostgreSQL: every write that adds to a conversation first updates that conversation's row,
 //!   which locks it until commit. Writes to one conversation therefore commit in id order, so a
 //!   client that resumes "after message N" cannot miss a message that committed late with a smaller
@@ -36,11 +38,13 @@ use crate::model::{Chunk, Document, DocumentKind};
 // private helpers here and in `rows`.
 mod handoff;
 mod rows;
+mod wal_sync;
 
 use rows::{
     conversation_from_row, document_from_rows, document_kind_name, document_summary_from_row,
     event_from_row, message_from_row,
 };
+use wal_sync::WalSync;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -56,7 +60,10 @@ const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA for
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SqliteSynchronous {
-    /// fsync on every commit: acknowledged messages also survive power loss and an OS crash.
+    /// Every commit is synced to disk before it returns, so acknowledged messages also survive
+    /// power loss and an OS crash. The commits that finish while one fsync runs share the next
+    /// (group commit, wal_sync.rs). Another connection may read a commit during the fsync that
+    /// makes it durable (about a millisecond); only power loss in that window can then undo it.
     #[default]
     Full,
     /// fsync at checkpoints only: faster; after power loss or an OS crash the last commits
@@ -65,11 +72,11 @@ pub enum SqliteSynchronous {
 }
 
 impl SqliteSynchronous {
+    /// SQLite itself always runs at NORMAL; `Full` adds the group fsync of the WAL after each
+    /// commit (see wal_sync.rs), which is what SQLite's FULL does per commit, shared by the
+    /// commits that finish together.
     fn pragma(self) -> &'static str {
-        match self {
-            SqliteSynchronous::Full => "PRAGMA synchronous = FULL;",
-            SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL;",
-        }
+        "PRAGMA synchronous = NORMAL;"
     }
 }
 
@@ -166,6 +173,8 @@ pub struct SqlStore {
     dialect: Dialect,
     /// SQLite only: the queue of this process's writers (see the module docs).
     sqlite_writer: Option<Mutex<()>>,
+    /// SQLite with `sqlite_synchronous = "full"`: the group fsync every commit waits for.
+    wal_sync: Option<WalSync>,
 }
 
 impl SqlStore {
@@ -235,10 +244,15 @@ impl SqlStore {
                 format!("SQLite refused WAL journal mode (it reports {journal_mode:?})").into(),
             )));
         }
+        let wal_sync = match (synchronous, target.sqlite_file.as_deref()) {
+            (SqliteSynchronous::Full, Some(file)) => Some(WalSync::new(file)),
+            _ => None,
+        };
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
             sqlite_writer: Some(Mutex::new(())),
+            wal_sync,
         })
     }
 
@@ -252,6 +266,7 @@ impl SqlStore {
             pool,
             dialect: Dialect::Postgres,
             sqlite_writer: None,
+            wal_sync: None,
         })
     }
 
@@ -274,6 +289,7 @@ impl SqlStore {
         Ok(WriteTransaction {
             transaction,
             _writer_turn: writer_turn,
+            wal_sync: self.wal_sync.as_ref(),
         })
     }
 }
@@ -283,6 +299,7 @@ impl SqlStore {
 struct WriteTransaction<'store> {
     transaction: Transaction<'static, Any>,
     _writer_turn: Option<MutexGuard<'store, ()>>,
+    wal_sync: Option<&'store WalSync>,
 }
 
 impl WriteTransaction<'_> {
@@ -290,12 +307,26 @@ impl WriteTransaction<'_> {
         &mut self.transaction
     }
 
+    /// Commit, give up the writer slot (the next writer may start while this one waits), then
+    /// wait until the commit is on disk when the group fsync is on.
     async fn commit(self, context: &'static str) -> Result<(), StoreError> {
         let WriteTransaction {
             transaction,
             _writer_turn,
+            wal_sync,
         } = self;
-        transaction.commit().await.context(context)
+        transaction.commit().await.context(context)?;
+        drop(_writer_turn);
+        if let Some(wal_sync) = wal_sync {
+            wal_sync
+                .after_commit()
+                .await
+                .map_err(|source| StoreError::Database {
+                    context,
+                    source: sqlx::Error::Io(source),
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -966,9 +997,14 @@ mod tests {
                 .fetch_one(&mut **connection)
                 .await
                 .expect("synchronous");
-            assert_eq!(synchronous, 2, "FULL unless configured otherwise");
+            // NORMAL on the connection either way: "full" is the group fsync after each commit.
+            assert_eq!(synchronous, 1);
         }
         drop((first, second));
+        assert!(
+            store.wal_sync.is_some(),
+            "full (the default) syncs every commit"
+        );
         let normal = SqlStore::connect_with(
             &format!("sqlite://{}", file.display()),
             SqliteSynchronous::Normal,
@@ -980,6 +1016,10 @@ mod tests {
             .await
             .expect("synchronous");
         assert_eq!(synchronous, 1);
+        assert!(
+            normal.wal_sync.is_none(),
+            "normal leaves syncing to checkpoints"
+        );
     }
 
     #[tokio::test]
