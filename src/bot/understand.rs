@@ -1,6 +1,6 @@
 //! Reading a message: one encoder pass (the sentiment model beside it) feeding intent
-//! classification and retrieval, then frustration; the cheaper reading for messages a person handles; follow-ups read with the
-//! question they follow.
+//! classification and retrieval, then frustration; the cheaper reading for messages a person
+//! handles; follow-ups read with the question they follow.
 
 use super::*;
 use crate::knowledge::retrieval::KnowledgeHit;
@@ -50,9 +50,6 @@ impl Engine {
         self.metrics
             .observe_stage("retrieval", retrieval_ms / 1000.0);
         let (intent, person_requested_in) = self.request_for_a_person(text, intent).await?;
-        self.metrics.observe_stage("intent", intent_ms / 1000.0);
-        self.metrics
-            .observe_stage("retrieval", retrieval_ms / 1000.0);
         let total_ms = ms(started);
         self.metrics
             .observe_stage("understanding", total_ms / 1000.0);

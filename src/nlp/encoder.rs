@@ -70,6 +70,19 @@ impl Default for EncoderOptions {
     }
 }
 
+impl EncoderOptions {
+    /// Most texts per run of the encoder model. A dynamically quantised model picks the scale of
+    /// each layer's input from the whole batch (DynamicQuantizeLinear), so an embedding would
+    /// depend on which other texts, and how much padding, shared its batch (cosine as low as 0.97
+    /// against the same text alone): int8 runs one text at a time, which is also how it is fast.
+    fn model_batch(&self) -> usize {
+        match self.precision {
+            EncoderPrecision::Int8 => 1,
+            EncoderPrecision::Fp32 => self.max_batch.max(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EncoderError {
     #[error("ONNX Runtime library {path} could not be loaded: {reason}")]
@@ -171,19 +184,6 @@ pub struct Encoder {
     sentiment: Option<SentimentHead>,
     /// Most texts per model run: 1 for the int8 model (see [`Encoder::embed`]).
     model_batch: usize,
-}
-
-impl EncoderOptions {
-    /// Most texts per run of the encoder model. A dynamically quantised model picks the scale of
-    /// each layer's input from the whole batch (DynamicQuantizeLinear), so an embedding would
-    /// depend on which other texts, and how much padding, shared its batch (cosine as low as 0.97
-    /// against the same text alone): int8 runs one text at a time, which is also how it is fast.
-    fn model_batch(&self) -> usize {
-        match self.precision {
-            EncoderPrecision::Int8 => 1,
-            EncoderPrecision::Fp32 => self.max_batch.max(1),
-        }
-    }
 }
 
 fn build_session(

@@ -52,6 +52,32 @@ fn quick_options() -> TrainOptions {
 }
 
 /// A point on the far side of the space from every cluster used in these tests.
+/// A training set of these examples, without out-of-scope examples.
+fn in_scope_set<'a>(
+    embeddings: &'a [Vec<f32>],
+    labels: &'a [usize],
+    class_names: &'a [String],
+) -> TrainingSet<'a> {
+    TrainingSet {
+        embeddings,
+        labels,
+        class_names,
+        out_of_scope: &[],
+    }
+}
+
+/// `fit` with the quick training options and the default folds and threshold rule.
+fn fit_quickly(set: &TrainingSet<'_>) -> FittedModel {
+    fit(
+        set,
+        &FitOptions {
+            train: quick_options(),
+            ..FitOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 fn far_point() -> Vec<f32> {
     let mut v = vec![0.0; DIM];
     v[DIM - 1] = 1.0;
@@ -63,12 +89,7 @@ fn far_point() -> Vec<f32> {
 fn learns_separable_clusters() {
     let (embeddings, labels) = clusters(4, 20, 0.2, 1);
     let class_names = names(4);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     let model = train(&set, &quick_options()).unwrap();
     let (test, test_labels) = clusters(4, 10, 0.2, 99);
     let predictions = model.predict_batch(&test).unwrap();
@@ -87,12 +108,7 @@ fn learns_separable_clusters() {
 fn probabilities_are_ranked_and_sum_to_one() {
     let (embeddings, labels) = clusters(5, 8, 0.3, 2);
     let class_names = names(5);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     let fitted = fit(
         &set,
         &FitOptions {
@@ -116,20 +132,8 @@ fn probabilities_are_ranked_and_sum_to_one() {
 fn far_points_score_low_and_are_flagged_out_of_scope() {
     let (embeddings, labels) = clusters(4, 15, 0.15, 3);
     let class_names = names(4);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
-    let fitted = fit(
-        &set,
-        &FitOptions {
-            train: quick_options(),
-            ..FitOptions::default()
-        },
-    )
-    .unwrap();
+    let set = in_scope_set(&embeddings, &labels, &class_names);
+    let fitted = fit_quickly(&set);
     let far = fitted.model.predict(&far_point()).unwrap();
     let near = fitted.model.predict(&embeddings[0]).unwrap();
     // The linear model extrapolates: far from every cluster it is still certain of some
@@ -159,12 +163,7 @@ fn out_of_scope_examples_lower_the_score_near_them() {
     let mut query = vec![0.0; DIM];
     query[8] = 1.0;
     query[0] = 0.4;
-    let without = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let without = in_scope_set(&embeddings, &labels, &class_names);
     let with = TrainingSet {
         out_of_scope: &oos,
         ..without
@@ -185,12 +184,7 @@ fn out_of_scope_examples_lower_the_score_near_them() {
 fn training_is_deterministic_for_a_seed_and_thread_count_independent() {
     let (embeddings, labels) = clusters(3, 10, 0.4, 6);
     let class_names = names(3);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     // Batches smaller than the data, so that the seed (batch order) matters.
     let opts = TrainOptions {
         batch_size: 8,
@@ -219,12 +213,7 @@ fn training_is_deterministic_for_a_seed_and_thread_count_independent() {
 fn rejects_bad_training_sets() {
     let (embeddings, labels) = clusters(3, 4, 0.1, 7);
     let class_names = names(3);
-    let base = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let base = in_scope_set(&embeddings, &labels, &class_names);
     let opts = quick_options();
     let one_name = names(1);
     assert_eq!(
@@ -357,12 +346,7 @@ fn rejects_bad_training_sets() {
 fn prediction_checks_the_dimension_and_values() {
     let (embeddings, labels) = clusters(2, 5, 0.1, 8);
     let class_names = names(2);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     let model = train(&set, &quick_options()).unwrap();
     assert_eq!(
         model.predict(&[1.0; DIM + 1]).unwrap_err(),
@@ -385,12 +369,7 @@ fn prediction_checks_the_dimension_and_values() {
 fn serde_round_trip_preserves_predictions_and_rejects_corruption() {
     let (embeddings, labels) = clusters(3, 6, 0.2, 9);
     let class_names = names(3);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     let fitted = fit(
         &set,
         &FitOptions {
@@ -422,12 +401,7 @@ fn batched_and_single_predictions_agree() {
     // messages through plain dot products: the two must give the same answers.
     let (embeddings, labels) = clusters(4, 30, 0.4, 11);
     let class_names = names(4);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
+    let set = in_scope_set(&embeddings, &labels, &class_names);
     let model = train(&set, &quick_options()).unwrap();
     let (queries, _) = clusters(4, 5, 0.6, 12);
     let batch = model.predict_batch(&queries).unwrap();
@@ -448,17 +422,8 @@ fn single_example_intents_train_and_are_never_held_out() {
     embeddings.push(lone.clone());
     labels.push(3);
     let class_names = names(4);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
-    let opts = FitOptions {
-        train: quick_options(),
-        ..FitOptions::default()
-    };
-    let fitted = fit(&set, &opts).unwrap();
+    let set = in_scope_set(&embeddings, &labels, &class_names);
+    let fitted = fit_quickly(&set);
     // Held out: the 36 examples of the three full intents, not the lone one.
     assert_eq!(fitted.threshold.held_out_in_scope, 36);
     let prediction = fitted.model.predict(&lone).unwrap();
@@ -471,20 +436,8 @@ fn single_example_intents_train_and_are_never_held_out() {
 fn all_single_example_intents_fall_back_to_the_default_threshold() {
     let (embeddings, labels) = clusters(3, 1, 0.1, 8);
     let class_names = names(3);
-    let set = TrainingSet {
-        embeddings: &embeddings,
-        labels: &labels,
-        class_names: &class_names,
-        out_of_scope: &[],
-    };
-    let fitted = fit(
-        &set,
-        &FitOptions {
-            train: quick_options(),
-            ..FitOptions::default()
-        },
-    )
-    .unwrap();
+    let set = in_scope_set(&embeddings, &labels, &class_names);
+    let fitted = fit_quickly(&set);
     assert_eq!(fitted.threshold.held_out_in_scope, 0);
     assert_eq!(fitted.model.threshold(), FALLBACK_THRESHOLD);
     for (embedding, &label) in embeddings.iter().zip(&labels) {
