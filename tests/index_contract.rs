@@ -734,6 +734,52 @@ async fn hundreds_of_chunks_stay_searchable(index: Arc<dyn VectorIndex>) {
 // Backends
 
 /// Runs every contract case against one backend, each case in a fresh index.
+/// Searches rank ids; `chunks` reads the chunks asked for, in the order asked, leaving out ids
+/// that are not stored (deleted meanwhile, never written, or not UUIDs at all).
+async fn ids_rank_first_and_chunks_are_read_in_the_order_asked(index: Arc<dyn VectorIndex>) {
+    let near = chunk("doc-a", "near", "the nearest chunk");
+    let far = chunk("doc-b", "far", "a farther chunk");
+    index
+        .upsert(vec![
+            indexed(near.clone(), axis(0), &[(1, 1.0)]),
+            indexed(
+                far.clone(),
+                normalized(vec![
+                    1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                ]),
+                &[(1, 1.0), (2, 1.0)],
+            ),
+        ])
+        .await
+        .expect("upsert");
+    index.flush().await.expect("flush");
+
+    let dense = index.nearest_dense(&axis(0), 5).await.expect("dense ids");
+    let dense_ids: Vec<&str> = dense.iter().map(|hit| hit.chunk_id.as_str()).collect();
+    assert_eq!(dense_ids, vec![near.id.as_str(), far.id.as_str()]);
+    assert!((dense[0].score - 1.0).abs() < SCORE_TOLERANCE, "{dense:?}");
+    let keyword = index
+        .nearest_sparse(&sparse(&[(2, 1.0)]), 5)
+        .await
+        .expect("sparse ids");
+    assert_eq!(keyword.len(), 1, "only the chunk with term 2: {keyword:?}");
+    assert_eq!(keyword[0].chunk_id, far.id);
+
+    let asked = vec![
+        far.id.clone(),
+        chunk_id("never written"),
+        "not a uuid".to_string(),
+        near.id.clone(),
+    ];
+    let read = index.chunks(&asked).await.expect("chunks");
+    assert_eq!(read, vec![far.clone(), near.clone()]);
+    assert!(index.chunks(&[]).await.expect("no ids").is_empty());
+
+    index.delete_document("doc-b").await.expect("delete");
+    let read = index.chunks(&asked).await.expect("chunks after delete");
+    assert_eq!(read, vec![near]);
+}
+
 macro_rules! backend_contract {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -751,6 +797,7 @@ macro_rules! backend_contract {
                 rejects_malformed_input_without_writing,
                 concurrent_writers_and_readers_lose_nothing,
                 hundreds_of_chunks_stay_searchable,
+                ids_rank_first_and_chunks_are_read_in_the_order_asked,
             );
         }
     };

@@ -34,14 +34,14 @@ use qdrant_edge::{
     HnswIndexConfig, JsonPath, Match, Modifier, MultiVectorComparator, MultiVectorConfig,
     NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
     PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequest,
-    ScoredPoint, ScoringQuery, UpdateOperation, VectorInternal, VectorPersisted,
-    VectorStructPersisted, WithPayloadInterface, WithVector,
+    ScoringQuery, UpdateOperation, VectorInternal, VectorPersisted, VectorStructPersisted,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 
 use super::{
     check_dense_query, check_indexed_chunk, check_sparse, chunk_payload, IndexError, IndexedChunk,
-    ScoredChunk, SparseVector, VectorIndex, DENSE_VECTOR, DOCUMENT_ID_KEY, KEYWORD_VECTOR,
+    ScoredId, SparseVector, VectorIndex, DENSE_VECTOR, DOCUMENT_ID_KEY, KEYWORD_VECTOR,
 };
 use crate::model::Chunk;
 
@@ -238,11 +238,11 @@ impl VectorIndex for EdgeIndex {
         .await
     }
 
-    async fn search_dense(
+    async fn nearest_dense(
         &self,
         query: &[f32],
         limit: usize,
-    ) -> Result<Vec<ScoredChunk>, IndexError> {
+    ) -> Result<Vec<ScoredId>, IndexError> {
         check_dense_query(query, self.dimension)?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -258,11 +258,11 @@ impl VectorIndex for EdgeIndex {
             .await
     }
 
-    async fn search_sparse(
+    async fn nearest_sparse(
         &self,
         query: &SparseVector,
         limit: usize,
-    ) -> Result<Vec<ScoredChunk>, IndexError> {
+    ) -> Result<Vec<ScoredId>, IndexError> {
         if query.indices.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -272,6 +272,32 @@ impl VectorIndex for EdgeIndex {
         // frequency over the whole shard before the dot product: sum(idf * query * chunk weight).
         self.run_blocking(move |shared| search(&shared.shard, request))
             .await
+    }
+
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<Chunk>, IndexError> {
+        // An id that is not a UUID names no point: it is simply not stored.
+        let point_ids: Vec<PointId> = ids
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .map(|uuid| PointId::Uuid(uuid))
+            .collect();
+        if point_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_blocking(move |shared| {
+            shared
+                .shard
+                .retrieve(
+                    &point_ids,
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Bool(false)),
+                )
+                .map_err(backend_error)?
+                .into_iter()
+                .map(|record| chunk_from_payload(&record.id, record.payload))
+                .collect()
+        })
+        .await
     }
 
     async fn count(&self) -> Result<usize, IndexError> {
@@ -471,30 +497,42 @@ fn nearest_request(query: VectorInternal, vector_name: &str, limit: usize) -> Qu
         offset: 0,
         params: None,
         with_vector: WithVector::Bool(false),
-        // Without this the results come back with `payload: None`.
-        with_payload: WithPayloadInterface::Bool(true),
+        // Ids and scores only: the caller reads the payloads of the chunks it keeps.
+        with_payload: WithPayloadInterface::Bool(false),
     }
 }
 
-fn search(shard: &EdgeShard, request: QueryRequest) -> Result<Vec<ScoredChunk>, IndexError> {
+fn search(shard: &EdgeShard, request: QueryRequest) -> Result<Vec<ScoredId>, IndexError> {
     shard
         .query(request)
         .map_err(backend_error)?
         .into_iter()
-        .map(scored_chunk)
+        .map(|point| {
+            Ok(ScoredId {
+                chunk_id: chunk_id_of(&point.id)?,
+                score: point.score,
+            })
+        })
         .collect()
 }
 
-fn scored_chunk(point: ScoredPoint) -> Result<ScoredChunk, IndexError> {
-    let ScoredPoint {
-        id, score, payload, ..
-    } = point;
+/// Chunk ids are UUIDs, and so are the point ids written for them; anything else in the shard was
+/// not written by Baton.
+fn chunk_id_of(id: &PointId) -> Result<String, IndexError> {
+    match id {
+        PointId::Uuid(uuid) => Ok(uuid.to_string()),
+        PointId::NumId(number) => Err(IndexError::Backend(format!(
+            "point {number} has a numeric id; chunk ids are UUIDs"
+        ))),
+    }
+}
+
+fn chunk_from_payload(id: &PointId, payload: Option<Payload>) -> Result<Chunk, IndexError> {
     let payload = payload
         .ok_or_else(|| IndexError::Backend(format!("point {id} came back without payload")))?;
-    let chunk: Chunk = serde_json::from_value(Value::Object(payload.0)).map_err(|err| {
+    serde_json::from_value(Value::Object(payload.0)).map_err(|err| {
         IndexError::Backend(format!("the payload of point {id} is not a chunk: {err}"))
-    })?;
-    Ok(ScoredChunk { chunk, score })
+    })
 }
 
 /// Directories currently open by an [`EdgeIndex`] in this process (canonical paths).

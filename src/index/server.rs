@@ -17,18 +17,21 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::{
     vectors_config, Condition, CountPointsBuilder, CreateCollectionBuilder,
-    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Modifier,
-    MultiVectorComparator, MultiVectorConfigBuilder, NamedVectors, PointStruct, Query,
-    QueryPointsBuilder, ScoredPoint, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
-    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter,
+    GetPointsBuilder, Modifier, MultiVectorComparator, MultiVectorConfigBuilder, NamedVectors,
+    PointId, PointStruct, Query, QueryPointsBuilder, ScoredPoint, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
 use super::{
-    check_dense_query, check_indexed_chunk, check_sparse, chunk_payload, IndexError, IndexedChunk,
-    ScoredChunk, SparseVector, VectorIndex, DENSE_VECTOR, DOCUMENT_ID_KEY, KEYWORD_VECTOR,
+    canonical_chunk_id, check_dense_query, check_indexed_chunk, check_sparse, chunk_payload,
+    IndexError, IndexedChunk, ScoredId, SparseVector, VectorIndex, DENSE_VECTOR, DOCUMENT_ID_KEY,
+    KEYWORD_VECTOR,
 };
 use crate::model::Chunk;
 
@@ -240,13 +243,14 @@ impl QdrantServerIndex {
         Ok(())
     }
 
-    async fn query(&self, query: QueryPointsBuilder) -> Result<Vec<ScoredChunk>, IndexError> {
+    async fn query(&self, query: QueryPointsBuilder) -> Result<Vec<ScoredId>, IndexError> {
+        // Ids and scores only: the caller reads the payloads of the chunks it keeps.
         let response = self
             .client
-            .query(query.with_payload(true))
+            .query(query.with_payload(false))
             .await
             .map_err(backend_error)?;
-        response.result.into_iter().map(scored_chunk).collect()
+        response.result.into_iter().map(scored_id).collect()
     }
 }
 
@@ -285,11 +289,11 @@ impl VectorIndex for QdrantServerIndex {
         Ok(())
     }
 
-    async fn search_dense(
+    async fn nearest_dense(
         &self,
         query: &[f32],
         limit: usize,
-    ) -> Result<Vec<ScoredChunk>, IndexError> {
+    ) -> Result<Vec<ScoredId>, IndexError> {
         check_dense_query(query, self.dimension)?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -307,11 +311,11 @@ impl VectorIndex for QdrantServerIndex {
         .await
     }
 
-    async fn search_sparse(
+    async fn nearest_sparse(
         &self,
         query: &SparseVector,
         limit: usize,
-    ) -> Result<Vec<ScoredChunk>, IndexError> {
+    ) -> Result<Vec<ScoredId>, IndexError> {
         check_sparse(query).map_err(IndexError::InvalidQuery)?;
         if query.indices.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -328,6 +332,40 @@ impl VectorIndex for QdrantServerIndex {
                 .limit(limit as u64),
         )
         .await
+    }
+
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<Chunk>, IndexError> {
+        // An id that is not a UUID names no point: it is simply not stored (the server would
+        // refuse the whole request for it).
+        let point_ids: Vec<PointId> = ids
+            .iter()
+            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+            .map(|id| PointId::from(id.clone()))
+            .collect();
+        if point_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let response = self
+            .client
+            .get_points(GetPointsBuilder::new(&self.collection, point_ids).with_payload(true))
+            .await
+            .map_err(backend_error)?;
+        let mut found: std::collections::HashMap<String, Chunk> = response
+            .result
+            .into_iter()
+            .map(|point| {
+                let id = point_label(point.id.as_ref());
+                let chunk: Chunk = Payload::from(point.payload).deserialize().map_err(|err| {
+                    IndexError::Backend(format!("the payload of point {id} is not a chunk: {err}"))
+                })?;
+                Ok((canonical_chunk_id(&chunk.id), chunk))
+            })
+            .collect::<Result<_, IndexError>>()?;
+        // The server answers in its own order; callers get the order they asked for.
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.remove(&canonical_chunk_id(id)))
+            .collect())
     }
 
     async fn count(&self) -> Result<usize, IndexError> {
@@ -380,19 +418,26 @@ fn point_from_chunk(indexed: IndexedChunk, dimension: usize) -> Result<PointStru
     Ok(PointStruct::new(point_id.to_string(), vectors, payload))
 }
 
-fn scored_chunk(point: ScoredPoint) -> Result<ScoredChunk, IndexError> {
-    let id = point
+fn scored_id(point: ScoredPoint) -> Result<ScoredId, IndexError> {
+    match point
         .id
         .as_ref()
-        .map(|id| format!("{id:?}"))
-        .unwrap_or_else(|| "without id".into());
-    let chunk: Chunk = Payload::from(point.payload).deserialize().map_err(|err| {
-        IndexError::Backend(format!("the payload of point {id} is not a chunk: {err}"))
-    })?;
-    Ok(ScoredChunk {
-        chunk,
-        score: point.score,
-    })
+        .and_then(|id| id.point_id_options.as_ref())
+    {
+        Some(PointIdOptions::Uuid(uuid)) => Ok(ScoredId {
+            chunk_id: canonical_chunk_id(uuid),
+            score: point.score,
+        }),
+        _ => Err(IndexError::Backend(format!(
+            "point {} does not have a UUID id; chunk ids are UUIDs",
+            point_label(point.id.as_ref())
+        ))),
+    }
+}
+
+fn point_label(id: Option<&PointId>) -> String {
+    id.map(|id| format!("{id:?}"))
+        .unwrap_or_else(|| "without id".into())
 }
 
 fn is_already_exists(error: &QdrantError) -> bool {

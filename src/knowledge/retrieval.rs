@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::{IndexError, VectorIndex};
+use crate::index::{canonical_chunk_id, IndexError, ScoredId, VectorIndex};
 use crate::model::Chunk;
 use crate::nlp::keywords::KeywordEncoder;
 
@@ -86,64 +86,101 @@ impl Retriever {
         limit: usize,
     ) -> Result<Vec<KnowledgeHit>, IndexError> {
         let candidates = self.settings.candidates.max(limit);
-        let dense = self.index.search_dense(embedding, candidates).await?;
-        let keyword = if self.settings.hybrid {
-            let query = self.keywords.query_vector(text);
-            if query.indices.is_empty() {
-                Vec::new()
-            } else {
-                self.index.search_sparse(&query, candidates).await?
-            }
-        } else {
-            Vec::new()
-        };
-        let floor = dense.last().map(|hit| hit.score).unwrap_or(0.0);
-
-        // Fusion on the cosine scale: the dense similarity plus a small bonus for keyword
-        // overlap, scaled by the best keyword score of this query. Rank fusion (RRF) was tried
-        // first and cost StackFAQ recall@1 four points: paraphrased questions share few words
-        // with their answers, so keyword ranks are noisy and only a light touch helps.
-        let mut fused: HashMap<String, KnowledgeHit> = HashMap::new();
-        for hit in dense {
-            fused.insert(
-                hit.chunk.id.clone(),
-                KnowledgeHit {
-                    fused: hit.score,
+        let keyword_query = self
+            .settings
+            .hybrid
+            .then(|| self.keywords.query_vector(text))
+            .filter(|query| !query.indices.is_empty());
+        // The two searches are independent: side by side, a message waits for the slower one
+        // rather than for both. They return ids and scores; only the chunks kept are read.
+        let (dense, keyword) =
+            tokio::join!(self.index.nearest_dense(embedding, candidates), async {
+                match &keyword_query {
+                    Some(query) => self.index.nearest_sparse(query, candidates).await,
+                    None => Ok(Vec::new()),
+                }
+            });
+        let ranked = fuse(dense?, keyword?, self.settings.keyword_weight, limit);
+        let ids: Vec<String> = ranked.iter().map(|hit| hit.chunk_id.clone()).collect();
+        let mut chunks: HashMap<String, Chunk> = self
+            .index
+            .chunks(&ids)
+            .await?
+            .into_iter()
+            .map(|chunk| (canonical_chunk_id(&chunk.id), chunk))
+            .collect();
+        // A chunk deleted between the search and the read (a document removed meanwhile) is
+        // left out.
+        Ok(ranked
+            .into_iter()
+            .filter_map(|hit| {
+                chunks.remove(&hit.chunk_id).map(|chunk| KnowledgeHit {
+                    chunk,
                     score: hit.score,
-                    keyword_score: None,
-                    chunk: hit.chunk,
-                },
-            );
-        }
-        let best_keyword = keyword.first().map(|hit| hit.score).filter(|s| *s > 0.0);
-        let weight = self.settings.keyword_weight;
-        for hit in keyword {
-            let bonus = best_keyword
-                .map(|best| weight * hit.score / best)
-                .unwrap_or(0.0);
-            fused
-                .entry(hit.chunk.id.clone())
-                .and_modify(|existing| {
-                    existing.fused += bonus;
-                    existing.keyword_score = Some(hit.score);
+                    keyword_score: hit.keyword_score,
+                    fused: hit.fused,
                 })
-                .or_insert(KnowledgeHit {
-                    fused: floor + bonus,
-                    score: floor,
-                    keyword_score: Some(hit.score),
-                    chunk: hit.chunk,
-                });
-        }
-        let mut hits: Vec<KnowledgeHit> = fused.into_values().collect();
-        hits.sort_by(|a, b| {
-            b.fused
-                .total_cmp(&a.fused)
-                .then(b.score.total_cmp(&a.score))
-                .then_with(|| a.chunk.id.cmp(&b.chunk.id))
-        });
-        hits.truncate(limit);
-        Ok(hits)
+            })
+            .collect())
     }
+}
+
+/// A candidate ranked before its chunk is read.
+#[derive(Debug, Clone, PartialEq)]
+struct RankedId {
+    chunk_id: String,
+    score: f32,
+    keyword_score: Option<f32>,
+    fused: f32,
+}
+
+/// Fusion on the cosine scale: the dense similarity plus a small bonus for keyword overlap,
+/// scaled by the best keyword score of this query. Rank fusion (RRF) was tried first and cost
+/// StackFAQ recall@1 four points: paraphrased questions share few words with their answers, so
+/// keyword ranks are noisy and only a light touch helps. Returns the best `limit`, best first.
+fn fuse(dense: Vec<ScoredId>, keyword: Vec<ScoredId>, weight: f32, limit: usize) -> Vec<RankedId> {
+    let floor = dense.last().map(|hit| hit.score).unwrap_or(0.0);
+    let mut fused: HashMap<String, RankedId> = HashMap::new();
+    for hit in dense {
+        fused.insert(
+            hit.chunk_id.clone(),
+            RankedId {
+                chunk_id: hit.chunk_id,
+                score: hit.score,
+                keyword_score: None,
+                fused: hit.score,
+            },
+        );
+    }
+    let best_keyword = keyword.first().map(|hit| hit.score).filter(|s| *s > 0.0);
+    for hit in keyword {
+        let bonus = best_keyword
+            .map(|best| weight * hit.score / best)
+            .unwrap_or(0.0);
+        fused
+            .entry(hit.chunk_id.clone())
+            .and_modify(|existing| {
+                existing.fused += bonus;
+                existing.keyword_score = Some(hit.score);
+            })
+            // A chunk found only by keywords gets the lowest dense similarity among the
+            // candidates: a keyword match alone never makes the bot more confident.
+            .or_insert(RankedId {
+                chunk_id: hit.chunk_id,
+                score: floor,
+                keyword_score: Some(hit.score),
+                fused: floor + bonus,
+            });
+    }
+    let mut ranked: Vec<RankedId> = fused.into_values().collect();
+    ranked.sort_by(|a, b| {
+        b.fused
+            .total_cmp(&a.fused)
+            .then(b.score.total_cmp(&a.score))
+            .then_with(|| a.chunk_id.cmp(&b.chunk_id))
+    });
+    ranked.truncate(limit);
+    ranked
 }
 
 /// The texts embedded for a chunk, one dense view each; a chunk scores by its best view.
@@ -176,5 +213,55 @@ pub fn keyword_text(chunk: &Chunk) -> String {
     match &chunk.question {
         Some(question) => format!("{question}\n{}\n{}", chunk.text, chunk.title),
         None => section_text(chunk),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(chunk_id: &str, score: f32) -> ScoredId {
+        ScoredId {
+            chunk_id: chunk_id.to_string(),
+            score,
+        }
+    }
+
+    #[test]
+    fn keyword_matches_add_a_bonus_scaled_by_the_best_keyword_score() {
+        let dense = vec![scored("a", 0.80), scored("b", 0.78), scored("c", 0.50)];
+        let keyword = vec![scored("b", 4.0), scored("a", 1.0)];
+        let ranked = fuse(dense, keyword, 0.05, 5);
+        let order: Vec<&str> = ranked.iter().map(|hit| hit.chunk_id.as_str()).collect();
+        assert_eq!(order, vec!["b", "a", "c"]);
+        assert!((ranked[0].fused - 0.83).abs() < 1e-6, "{ranked:?}");
+        assert!((ranked[1].fused - 0.8125).abs() < 1e-6, "{ranked:?}");
+        assert_eq!(
+            ranked[0].score, 0.78,
+            "the cosine stays what thresholds read"
+        );
+        assert_eq!(ranked[0].keyword_score, Some(4.0));
+        assert_eq!(ranked[2].keyword_score, None);
+    }
+
+    #[test]
+    fn a_keyword_only_match_gets_the_lowest_dense_score() {
+        let dense = vec![scored("a", 0.80), scored("b", 0.60)];
+        let keyword = vec![scored("k", 2.0)];
+        let ranked = fuse(dense, keyword, 0.05, 5);
+        let only_keyword = ranked.iter().find(|hit| hit.chunk_id == "k").expect("k");
+        assert_eq!(only_keyword.score, 0.60);
+        assert!((only_keyword.fused - 0.65).abs() < 1e-6);
+        // No dense candidates at all: the keyword match scores zero on the cosine scale.
+        let ranked = fuse(Vec::new(), vec![scored("k", 2.0)], 0.05, 5);
+        assert_eq!(ranked[0].score, 0.0);
+    }
+
+    #[test]
+    fn ties_break_by_cosine_then_id_and_the_list_is_cut_to_the_limit() {
+        let dense = vec![scored("b", 0.7), scored("a", 0.7), scored("c", 0.6)];
+        let ranked = fuse(dense, Vec::new(), 0.05, 2);
+        let order: Vec<&str> = ranked.iter().map(|hit| hit.chunk_id.as_str()).collect();
+        assert_eq!(order, vec!["a", "b"]);
     }
 }
