@@ -279,7 +279,7 @@ impl VectorIndex for EdgeIndex {
         let point_ids: Vec<PointId> = ids
             .iter()
             .filter_map(|id| Uuid::parse_str(id).ok())
-            .map(|uuid| PointId::Uuid(uuid))
+            .map(PointId::Uuid)
             .collect();
         if point_ids.is_empty() {
             return Ok(Vec::new());
