@@ -727,6 +727,43 @@ async fn the_openapi_document_lists_exactly_the_documented_endpoints() {
     app.stop().await;
 }
 
+/// A question asking how to do something finds the section written as numbered steps first,
+/// although a short section sharing its words ("Put a Sensor back in pairing mode") scores as
+/// high; a question that asks for no procedure keeps the plain ranking.
+#[tokio::test]
+async fn a_question_asking_for_steps_gets_the_numbered_procedure_first() {
+    let app = spawn_app().await;
+    let top_heading = |text: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/v1/understand"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({ "text": text }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.json::<Value>().await.unwrap();
+            body["knowledge"][0]["heading_path"].clone()
+        }
+    };
+    assert_eq!(
+        top_heading("what are the steps to pair a sensor").await,
+        json!(["Pair a new Sensor"])
+    );
+    assert_eq!(
+        top_heading("how do I pair a new sensor?").await,
+        json!(["Pair a new Sensor"])
+    );
+    assert_eq!(
+        top_heading("my sensor stopped flashing blue").await,
+        json!(["Put a Sensor back in pairing mode"])
+    );
+    app.stop().await;
+}
+
 /// Misspelt words are read as the business's words; a question that turns on something the
 /// business never mentions goes to a person (`not_covered`), until the knowledge base mentions it.
 #[tokio::test]

@@ -23,6 +23,12 @@ pub struct RetrievalSettings {
     /// Keyword bonus added to the cosine similarity: the best keyword match of a query gets this
     /// much, others proportionally less.
     pub keyword_weight: f32,
+    /// Bonus added to the ranking score of a section written as numbered steps when the message
+    /// asks how to do something ("what are the steps to pair a sensor"). A long numbered
+    /// procedure reads as less similar to a short question than a short section that shares its
+    /// words ("Put a Sensor back in pairing mode"), yet it is the answer. It reorders the top
+    /// `top_k` only and never changes `score`, which thresholds read. 0 turns it off.
+    pub steps_weight: f32,
 }
 
 impl Default for RetrievalSettings {
@@ -32,6 +38,7 @@ impl Default for RetrievalSettings {
             candidates: 20,
             hybrid: true,
             keyword_weight: 0.05,
+            steps_weight: 0.03,
         }
     }
 }
@@ -109,20 +116,76 @@ impl Retriever {
             .into_iter()
             .map(|chunk| (canonical_chunk_id(&chunk.id), chunk))
             .collect();
+        let wants_steps = self.settings.steps_weight > 0.0 && asks_for_steps(text);
         // A chunk deleted between the search and the read (a document removed meanwhile) is
         // left out.
-        Ok(ranked
+        let mut hits: Vec<KnowledgeHit> = ranked
             .into_iter()
             .filter_map(|hit| {
-                chunks.remove(&hit.chunk_id).map(|chunk| KnowledgeHit {
-                    chunk,
-                    score: hit.score,
-                    keyword_score: hit.keyword_score,
-                    fused: hit.fused,
+                chunks.remove(&hit.chunk_id).map(|chunk| {
+                    let steps_bonus = if wants_steps && has_numbered_steps(&chunk.text) {
+                        self.settings.steps_weight
+                    } else {
+                        0.0
+                    };
+                    KnowledgeHit {
+                        chunk,
+                        score: hit.score,
+                        keyword_score: hit.keyword_score,
+                        fused: hit.fused + steps_bonus,
+                    }
                 })
             })
-            .collect())
+            .collect();
+        if wants_steps {
+            hits.sort_by(|a, b| {
+                b.fused
+                    .total_cmp(&a.fused)
+                    .then(b.score.total_cmp(&a.score))
+                    .then_with(|| a.chunk.id.cmp(&b.chunk.id))
+            });
+        }
+        Ok(hits)
     }
+}
+
+/// Whether a message asks how to do something, i.e. for a procedure: "what are the steps to
+/// pair a sensor", "how do I set up the thermostat", "instructions for installing it".
+fn asks_for_steps(text: &str) -> bool {
+    let text = text.to_lowercase();
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|word| !word.is_empty())
+        .collect();
+    let has = |word: &str| words.contains(&word);
+    let has_pair = |first: &str, second: &str| {
+        words
+            .windows(2)
+            .any(|pair| pair[0] == first && pair[1] == second)
+    };
+    has("steps")
+        || has("instructions")
+        || has("step")
+        || has("setup")
+        || has_pair("set", "up")
+        || has_pair("how", "to")
+        || (has("how") && (has_pair("do", "i") || has_pair("can", "i") || has_pair("do", "you")))
+}
+
+/// Whether a chunk's text holds a procedure: at least two lines that start with a step number
+/// ("1. In the app...", "2) Pull out the tab").
+fn has_numbered_steps(text: &str) -> bool {
+    text.lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            let digits = line.chars().take_while(char::is_ascii_digit).count();
+            (1..=2).contains(&digits)
+                && line[digits..].starts_with(['.', ')'])
+                && line[digits + 1..].starts_with(' ')
+        })
+        .take(2)
+        .count()
+        == 2
 }
 
 /// A candidate ranked before its chunk is read.
@@ -255,6 +318,37 @@ mod tests {
         // No dense candidates at all: the keyword match scores zero on the cosine scale.
         let ranked = fuse(Vec::new(), vec![scored("k", 2.0)], 0.05, 5);
         assert_eq!(ranked[0].score, 0.0);
+    }
+
+    #[test]
+    fn procedures_are_recognised_in_questions_and_in_chunks() {
+        for question in [
+            "what are the steps to pair a sensor",
+            "how do I pair a new sensor?",
+            "How can I change my email",
+            "how to set up the thermostat",
+            "instructions for the hub please",
+            "thermostat setup",
+        ] {
+            assert!(asks_for_steps(question), "{question}");
+        }
+        for question in [
+            "do you ship to canada",
+            "how long does delivery take",
+            "why was I charged twice",
+            "my sensor stopped flashing blue",
+            "how much is plus",
+        ] {
+            assert!(!asks_for_steps(question), "{question}");
+        }
+        assert!(has_numbered_steps(
+            "Do this:\n1. In the app, tap +.\n2. Pull out the tab.\n3. Scan the code."
+        ));
+        assert!(has_numbered_steps("  1) Open it\n  2) Close it"));
+        assert!(!has_numbered_steps("1. Only one step here."));
+        assert!(!has_numbered_steps(
+            "It costs 2.50 a month.\n2026 was a good year.\n3.5 GHz radios"
+        ));
     }
 
     #[test]
