@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::app::{spawn_app, spawn_with, test_settings, ADMIN_KEY};
+use common::app::{spawn_app, spawn_with, test_settings, TestApp, ADMIN_KEY};
 use serde_json::{json, Value};
 
 fn reasons(body: &Value) -> Vec<String> {
@@ -727,6 +727,20 @@ async fn the_openapi_document_lists_exactly_the_documented_endpoints() {
     app.stop().await;
 }
 
+/// `POST /v1/understand` with the admin key; the reading, after checking it was given.
+async fn understand(app: &TestApp, text: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/v1/understand"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "text": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()
+}
+
 /// A question asking how to do something finds the section written as numbered steps first,
 /// although a short section sharing its words ("Put a Sensor back in pairing mode") scores as
 /// high; a question that asks for no procedure keeps the plain ranking.
@@ -735,19 +749,7 @@ async fn a_question_asking_for_steps_gets_the_numbered_procedure_first() {
     let app = spawn_app().await;
     let top_heading = |text: &'static str| {
         let app = &app;
-        async move {
-            let response = app
-                .client
-                .post(app.url("/v1/understand"))
-                .bearer_auth(ADMIN_KEY)
-                .json(&json!({ "text": text }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            let body = response.json::<Value>().await.unwrap();
-            body["knowledge"][0]["heading_path"].clone()
-        }
+        async move { understand(app, text).await["knowledge"][0]["heading_path"].clone() }
     };
     assert_eq!(
         top_heading("what are the steps to pair a sensor").await,
@@ -769,22 +771,7 @@ async fn a_question_asking_for_steps_gets_the_numbered_procedure_first() {
 #[tokio::test]
 async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person() {
     let app = spawn_app().await;
-    let understand = |text: &'static str| {
-        let app = &app;
-        async move {
-            let response = app
-                .client
-                .post(app.url("/v1/understand"))
-                .bearer_auth(ADMIN_KEY)
-                .json(&json!({ "text": text }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
-        }
-    };
-    let typo = understand("how do i chnage my pasword").await;
+    let typo = understand(&app, "how do i chnage my pasword").await;
     assert_eq!(
         typo["corrected_query"], "how do i change my password",
         "{typo}"
@@ -801,7 +788,7 @@ async fn typos_are_corrected_and_questions_about_unknown_things_go_to_a_person()
         )
         .await
     };
-    let plain = understand("how do I reset my password?").await;
+    let plain = understand(&app, "how do I reset my password?").await;
     assert!(plain.get("corrected_query").is_none(), "{plain}");
     assert!(plain.get("uncovered_terms").is_none(), "{plain}");
 

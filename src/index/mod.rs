@@ -124,12 +124,7 @@ async fn with_chunks<I: VectorIndex + ?Sized>(
     scored: Vec<ScoredId>,
 ) -> Result<Vec<ScoredChunk>, IndexError> {
     let ids: Vec<String> = scored.iter().map(|hit| hit.chunk_id.clone()).collect();
-    let mut chunks: std::collections::HashMap<String, Chunk> = index
-        .chunks(&ids)
-        .await?
-        .into_iter()
-        .map(|chunk| (canonical_chunk_id(&chunk.id), chunk))
-        .collect();
+    let mut chunks = chunks_by_id(index, &ids).await?;
     Ok(scored
         .into_iter()
         .filter_map(|hit| {
@@ -138,6 +133,20 @@ async fn with_chunks<I: VectorIndex + ?Sized>(
                 score: hit.score,
             })
         })
+        .collect())
+}
+
+/// The chunks with these ids (as search results carry them), keyed by that id; a chunk no
+/// longer stored is absent.
+pub(crate) async fn chunks_by_id<I: VectorIndex + ?Sized>(
+    index: &I,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Chunk>, IndexError> {
+    Ok(index
+        .chunks(ids)
+        .await?
+        .into_iter()
+        .map(|chunk| (canonical_chunk_id(&chunk.id), chunk))
         .collect())
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::{canonical_chunk_id, IndexError, ScoredId, VectorIndex};
+use crate::index::{chunks_by_id, IndexError, ScoredId, VectorIndex};
 use crate::model::Chunk;
 use crate::nlp::keywords::KeywordEncoder;
 
@@ -109,13 +109,7 @@ impl Retriever {
             });
         let ranked = fuse(dense?, keyword?, self.settings.keyword_weight, limit);
         let ids: Vec<String> = ranked.iter().map(|hit| hit.chunk_id.clone()).collect();
-        let mut chunks: HashMap<String, Chunk> = self
-            .index
-            .chunks(&ids)
-            .await?
-            .into_iter()
-            .map(|chunk| (canonical_chunk_id(&chunk.id), chunk))
-            .collect();
+        let mut chunks = chunks_by_id(self.index.as_ref(), &ids).await?;
         let wants_steps = self.settings.steps_weight > 0.0 && asks_for_steps(text);
         // A chunk deleted between the search and the read (a document removed meanwhile) is
         // left out.
@@ -139,14 +133,22 @@ impl Retriever {
             .collect();
         if wants_steps {
             hits.sort_by(|a, b| {
-                b.fused
-                    .total_cmp(&a.fused)
-                    .then(b.score.total_cmp(&a.score))
-                    .then_with(|| a.chunk.id.cmp(&b.chunk.id))
+                best_first(
+                    (a.fused, a.score, &a.chunk.id),
+                    (b.fused, b.score, &b.chunk.id),
+                )
             });
         }
         Ok(hits)
     }
+}
+
+/// The ranking order of hits given as (ranking score, cosine, chunk id): best ranking score
+/// first, then best cosine, then chunk id so equal hits keep a stable order.
+fn best_first(a: (f32, f32, &str), b: (f32, f32, &str)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0)
+        .then(b.1.total_cmp(&a.1))
+        .then_with(|| a.2.cmp(b.2))
 }
 
 /// Whether a message asks how to do something, i.e. for a procedure: "what are the steps to
@@ -237,10 +239,10 @@ fn fuse(dense: Vec<ScoredId>, keyword: Vec<ScoredId>, weight: f32, limit: usize)
     }
     let mut ranked: Vec<RankedId> = fused.into_values().collect();
     ranked.sort_by(|a, b| {
-        b.fused
-            .total_cmp(&a.fused)
-            .then(b.score.total_cmp(&a.score))
-            .then_with(|| a.chunk_id.cmp(&b.chunk_id))
+        best_first(
+            (a.fused, a.score, &a.chunk_id),
+            (b.fused, b.score, &b.chunk_id),
+        )
     });
     ranked.truncate(limit);
     ranked
