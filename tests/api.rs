@@ -846,5 +846,27 @@ async fn a_request_for_a_person_in_one_sentence_of_a_longer_message_is_heard() {
         "{turn}"
     );
     assert_ne!(turn["decision"], "handoff", "{turn}");
+
+    // The same holds for an intent that always goes to a person: read whole, this message is
+    // about heating (thermostat_not_heating, 0.56); its second sentence is a fraud report.
+    let (id, token) = app.conversation().await;
+    let (_, turn) = app
+        .say(
+            &id,
+            &token,
+            "The heating works fine now, thanks. There's a payment on my card I never made though.",
+        )
+        .await;
+    assert_eq!(turn["decision"], "handoff", "{turn}");
+    assert_eq!(turn["reasons"], json!(["intent_requires_human"]), "{turn}");
+    assert_eq!(
+        turn["understanding"]["intent"]["name"], "unauthorized_charge",
+        "{turn}"
+    );
+    assert_eq!(
+        turn["understanding"]["person_requested_in"],
+        "There's a payment on my card I never made though.",
+        "{turn}"
+    );
     app.stop().await;
 }

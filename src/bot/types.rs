@@ -70,8 +70,9 @@ pub struct Understanding {
     /// whatever article comes closest (`not_covered`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub uncovered_terms: Vec<String>,
-    /// For a message of several sentences whose intent, read whole, was not a request for a
-    /// person: the sentence that surely is one ("... can someone from your team look at it?").
+    /// For a message of several sentences whose intent, read whole, was not one that needs a
+    /// person: the sentence that surely is a request for a person ("... can someone from your
+    /// team look at it?") or an intent that always goes to one ("... stop my membership then").
     /// The intent is then that sentence's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_requested_in: Option<String>,

@@ -106,19 +106,27 @@ impl Engine {
         Ok((result?, ms(started)))
     }
 
-    /// A longer message can ask for a person in one of its sentences ("i've done all of that
-    /// already, it's still offline. can someone from your team look at it?"); read whole, the
-    /// request is diluted by the rest. So the sentences of a message of several are classified
-    /// too (one encoder pass each, only for such messages), and a sentence that is surely a
-    /// request for a person (`policy.confident_intent`) makes the message one. Returns the
-    /// intent reading to use and that sentence.
+    /// A longer message can ask in one of its sentences for what only a person handles: a
+    /// person ("i've done all of that already, it's still offline. can someone from your team
+    /// look at it?") or an intent that always goes to one ("right that's more than i thought.
+    /// stop my membership then"); read whole, the request is diluted by the rest. So the
+    /// sentences of a message of several are classified too (one encoder pass each, only for
+    /// such messages), and a sentence that is surely such a request (`policy.confident_intent`)
+    /// makes the message one. Returns the intent reading to use and that sentence.
     async fn request_for_a_person(
         &self,
         text: &str,
         whole: IntentResult,
     ) -> Result<(IntentResult, Option<String>), EngineError> {
         let person = self.policy.human_request_intent();
-        if whole.intent.name == person && !whole.out_of_scope {
+        let recognizer = self.intents();
+        let needs_a_person = |name: &str| {
+            name == person
+                || recognizer
+                    .spec(name)
+                    .is_some_and(|spec| spec.handoff == crate::nlp::intents::HandoffMode::Always)
+        };
+        if needs_a_person(&whole.intent.name) && !whole.out_of_scope {
             return Ok((whole, None));
         }
         let sentences = sentences(text);
@@ -129,7 +137,7 @@ impl Engine {
         for (sentence, embedding) in sentences.into_iter().zip(embeddings) {
             let (reading, _) = self.classify(embedding).await?;
             if !reading.out_of_scope
-                && reading.intent.name == person
+                && needs_a_person(&reading.intent.name)
                 && reading.intent.confidence >= self.policy.settings().confident_intent
             {
                 return Ok((reading, Some(sentence)));
