@@ -847,6 +847,23 @@ async fn a_request_for_a_person_in_one_sentence_of_a_longer_message_is_heard() {
     );
     assert_ne!(turn["decision"], "handoff", "{turn}");
 
+    // Sure together: this sentence reads 0.71 complaint and 0.09 request for a person, both
+    // intents that go to a person (the message read whole is "thanks", 0.41).
+    let (id, token) = app.conversation().await;
+    let (_, turn) = app
+        .say(
+            &id,
+            &token,
+            "i've done all of that already, it's still offline. can someone from your team look \
+             at it?",
+        )
+        .await;
+    assert_eq!(turn["decision"], "handoff", "{turn}");
+    assert_eq!(
+        turn["understanding"]["person_requested_in"], "can someone from your team look at it?",
+        "{turn}"
+    );
+
     // The same holds for an intent that always goes to a person: read whole, this message is
     // about heating (thermostat_not_heating, 0.56); its second sentence is a fraud report.
     let (id, token) = app.conversation().await;
