@@ -169,13 +169,15 @@ async fn demo_conversations_keep_their_decisions_and_handoffs() {
     assert!(recall >= FLOOR_HANDOFF_RECALL, "handoff recall {recall}");
 }
 
-/// Measured 0.914 / 0.875 / 0.864 on 116 turns (24 live handoffs, 22 required) with the int8
-/// encoder (0.931 / 0.880 / 0.864 with `encoder.precision = "fp32"`; evals/RESULTS.md). The
-/// accuracy and recall floors are issue 12's aims (90%, 85%): the run is deterministic, and a
-/// change that loses two decisions or one required handoff should be seen.
-const FLOOR_DECISION_ACCURACY: f64 = 0.90;
-const FLOOR_HANDOFF_PRECISION: f64 = 0.80;
-const FLOOR_HANDOFF_RECALL: f64 = 0.85;
+/// Measured 0.940 / 0.885 / 0.955 on 116 turns (26 live handoffs, 22 required) with the int8
+/// encoder at stop 25 (evals/RESULTS.md). One of those turns sits right at a threshold ("can
+/// someone from your team look at it?", 0.8002 against 0.80), and when it flips the turn after
+/// it flips too (two required handoffs), so the floors leave that conversation room: 107
+/// decisions right (0.922) and 19 required handoffs made (0.864) still pass, one more lost fails.
+/// Issue 12's aims are 90% and 85%.
+const FLOOR_DECISION_ACCURACY: f64 = 0.92;
+const FLOOR_HANDOFF_PRECISION: f64 = 0.84;
+const FLOOR_HANDOFF_RECALL: f64 = 0.86;
 
 /// Every 10th TweetEval test tweet (1,229 of 12,284) through the shipped sentiment model: a
 /// model file, tokenizer or truncation change that costs quality fails here (the exact outputs

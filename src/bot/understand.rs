@@ -112,10 +112,10 @@ impl Engine {
     /// stop my membership then"); read whole, the request is diluted by the rest. So the
     /// sentences of a message of several are classified too (one encoder pass each, only for
     /// such messages), and a sentence that is surely such a request makes the message one.
-    /// "Surely" counts the intents together: a sentence read as 0.71 complaint and 0.09 request
-    /// for a person ("can someone from your team look at it?") needs a person with 0.80, which
-    /// is what `policy.confident_intent` asks; its top intent is then one of them (no other can
-    /// hold more than the rest). Returns the intent reading to use and that sentence.
+    /// "Surely" counts the intents together: a sentence read as 0.72 complaint and 0.18 request
+    /// for a person ("can someone from your team look into this?") needs a person with 0.90,
+    /// more than `policy.confident_intent` asks; its top intent is then one of them (no other
+    /// can hold more than the rest). Returns the intent reading to use and that sentence.
     async fn request_for_a_person(
         &self,
         text: &str,
