@@ -26,6 +26,7 @@ contract_tests!(
     recent_messages_are_the_latest_before_a_message_oldest_first,
     writes_to_an_unknown_conversation_are_refused,
     a_repeated_client_message_id_returns_the_stored_message,
+    inserting_a_customer_message_reads_the_conversation_state,
     racing_duplicate_inserts_store_exactly_one_row,
     complete_turn_writes_result_reply_state_and_events_together,
     a_second_completion_of_a_turn_changes_nothing,
@@ -372,6 +373,47 @@ async fn writes_to_an_unknown_conversation_are_refused(backend: Backend) {
         )
         .await,
         0
+    );
+}
+
+/// The engine decides a turn from the state the insert returns (no separate read): it must be the
+/// conversation's state at that moment, for a new message and for a repeated one alike.
+async fn inserting_a_customer_message_reads_the_conversation_state(backend: Backend) {
+    let store = backend.open().await;
+    store
+        .create_conversation("conv-1", "hash-1")
+        .await
+        .expect("create");
+    let (inserted, state) = store
+        .insert_customer_message_with_state("conv-1", "hello", Some("client-1"))
+        .await
+        .expect("insert");
+    assert!(matches!(inserted, CustomerInsert::New(_)));
+    assert_eq!(state, ConversationState::Bot);
+
+    store
+        .set_conversation_state("conv-1", ConversationState::Assigned)
+        .await
+        .expect("assign");
+    let (inserted, state) = store
+        .insert_customer_message_with_state("conv-1", "still there?", None)
+        .await
+        .expect("insert while assigned");
+    assert!(matches!(inserted, CustomerInsert::New(_)));
+    assert_eq!(state, ConversationState::Assigned);
+    let (repeated, state) = store
+        .insert_customer_message_with_state("conv-1", "hello", Some("client-1"))
+        .await
+        .expect("repeat");
+    assert!(matches!(repeated, CustomerInsert::Existing(_)));
+    assert_eq!(state, ConversationState::Assigned);
+
+    let missing = store
+        .insert_customer_message_with_state("conv-ghost", "hi", None)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::ConversationNotFound(ref id)) if id == "conv-ghost"),
+        "{missing:?}"
     );
 }
 

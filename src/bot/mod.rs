@@ -337,13 +337,13 @@ impl Engine {
         client_message_id: Option<&str>,
         deltas: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Turn, EngineError> {
-        let message = match self
+        let (message, state) = match self
             .store
-            .insert_customer_message(conversation_id, text, client_message_id)
+            .insert_customer_message_with_state(conversation_id, text, client_message_id)
             .await
         {
-            Ok(CustomerInsert::New(message)) => message,
-            Ok(CustomerInsert::Existing(message)) => match &message.result {
+            Ok((CustomerInsert::New(message), state)) => (message, state),
+            Ok((CustomerInsert::Existing(message), state)) => match &message.result {
                 Some(result) => {
                     return serde_json::from_value(result.clone())
                         .map(Turn::Replayed)
@@ -351,20 +351,15 @@ impl Engine {
                 }
                 // The first attempt stored the message but never finished: finish it now, with
                 // the text as first stored.
-                None => message,
+                None => (message, state),
             },
             Err(StoreError::ConversationNotFound(id)) => {
                 return Err(EngineError::ConversationNotFound(id))
             }
             Err(other) => return Err(other.into()),
         };
-        let conversation = self
-            .store
-            .get_conversation(conversation_id)
-            .await?
-            .ok_or_else(|| EngineError::ConversationNotFound(conversation_id.to_string()))?;
         let history = self.recent_history(conversation_id, message.id).await?;
-        if conversation.state.human_owned() {
+        if state.human_owned() {
             // A person owns the conversation: record the message and say nothing. Only the
             // agent panel reads what was understood, so by default only what it shows is read.
             let mut understanding = match self.human_owned_reading {
@@ -384,7 +379,7 @@ impl Engine {
                     None,
                     None,
                     understanding,
-                    conversation.state,
+                    state,
                 )
                 .await;
         }

@@ -105,7 +105,10 @@ async fn start_handoff(
 }
 
 /// The state a finished customer turn leaves its conversation in, and for a handoff its place in
-/// the queue. The caller has locked the conversation row (`touch_conversation`).
+/// the queue. Its first statement bumps `updated_at` and so locks the conversation row (what
+/// `touch_conversation` does elsewhere; for a turn without a handoff it is the same statement as
+/// the state change, one round trip instead of two). Fails with `ConversationNotFound` when the
+/// conversation does not exist.
 ///
 /// A turn never takes a conversation away from the humans: the engine decides a turn on the
 /// state it read before the (slow) understanding step, and meanwhile an agent may have claimed,
@@ -122,14 +125,15 @@ pub(super) async fn apply_turn_state(
 ) -> Result<(), StoreError> {
     match enqueue {
         Some(request) => {
+            super::touch_conversation(connection, conversation_id, now).await?;
             start_handoff(connection, conversation_id, new_state, request, now).await?;
         }
         None => {
             // Humans own it: the state stays, and the customer who just wrote is now waiting
             // for an agent reply (in the same transaction, so a silent turn is one commit).
             // Otherwise the turn's state applies.
-            sqlx::query(
-                "UPDATE conversations SET \
+            let changed = sqlx::query(
+                "UPDATE conversations SET updated_at = $6, \
                  state = CASE WHEN state IN ($3, $4, $5) THEN state ELSE $2 END, \
                  waiting_since = CASE WHEN state IN ($3, $4, $5) THEN COALESCE(waiting_since, $6) \
                                  ELSE waiting_since END \
@@ -144,6 +148,11 @@ pub(super) async fn apply_turn_state(
             .execute(connection)
             .await
             .context("changing a conversation's state")?;
+            if changed.rows_affected() == 0 {
+                return Err(StoreError::ConversationNotFound(
+                    conversation_id.to_string(),
+                ));
+            }
         }
     }
     Ok(())

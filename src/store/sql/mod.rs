@@ -372,6 +372,29 @@ async fn touch_conversation(
     Ok(())
 }
 
+/// [`touch_conversation`] that also returns the conversation's state, in the same statement.
+async fn touch_conversation_reading_state(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+    now: Millis,
+) -> Result<ConversationState, StoreError> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE conversations SET updated_at = $2 WHERE id = $1 RETURNING state",
+    )
+    .bind(conversation_id)
+    .bind(now)
+    .fetch_optional(connection)
+    .await
+    .context("updating a conversation")?;
+    let state =
+        state.ok_or_else(|| StoreError::ConversationNotFound(conversation_id.to_string()))?;
+    ConversationState::parse(&state).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "conversations.state of {conversation_id}: unknown state {state:?}"
+        ))
+    })
+}
+
 async fn insert_message_row(
     connection: &mut AnyConnection,
     conversation_id: &str,
@@ -465,18 +488,19 @@ impl Store for SqlStore {
         write.commit(CONTEXT).await
     }
 
-    async fn insert_customer_message(
+    async fn insert_customer_message_with_state(
         &self,
         conversation_id: &str,
         text: &str,
         client_message_id: Option<&str>,
-    ) -> Result<CustomerInsert, StoreError> {
+    ) -> Result<(CustomerInsert, ConversationState), StoreError> {
         const CONTEXT: &str = "inserting a customer message";
         let now = now_millis();
         let mut write = self.begin_write(CONTEXT).await?;
         // Locks the conversation, so a racing duplicate waits here until this insert commits and
         // then finds it.
-        touch_conversation(write.connection(), conversation_id, now).await?;
+        let state =
+            touch_conversation_reading_state(write.connection(), conversation_id, now).await?;
         // ON CONFLICT is the backstop should a writer ever skip that lock: the unique index, not
         // the lock, is what guarantees a single row.
         let inserted = sqlx::query(concat!(
@@ -496,7 +520,7 @@ impl Store for SqlStore {
         if let Some(row) = inserted {
             let message = message_from_row(&row)?;
             write.commit(CONTEXT).await?;
-            return Ok(CustomerInsert::New(message));
+            return Ok((CustomerInsert::New(message), state));
         }
         // Only a repeated client_message_id conflicts (NULLs never do), so it is Some here.
         let existing = sqlx::query(concat!(
@@ -510,7 +534,10 @@ impl Store for SqlStore {
         .await
         .context("reading a repeated customer message")?;
         // Dropping `write` rolls back the updated_at bump: a retry changes nothing.
-        Ok(CustomerInsert::Existing(message_from_row(&existing)?))
+        Ok((
+            CustomerInsert::Existing(message_from_row(&existing)?),
+            state,
+        ))
     }
 
     async fn complete_turn(
@@ -529,9 +556,8 @@ impl Store for SqlStore {
                 .context(CONTEXT)?;
         let conversation_id =
             conversation_id.ok_or(StoreError::MessageNotFound(turn.customer_message_id))?;
-        // The conversation row first, as in every other write, so that lock order is the same
-        // everywhere and transactions cannot deadlock.
-        touch_conversation(write.connection(), &conversation_id, now).await?;
+        // The conversation row first (its first statement bumps `updated_at`), as in every other
+        // write, so that lock order is the same everywhere and transactions cannot deadlock.
         handoff::apply_turn_state(
             write.connection(),
             &conversation_id,
