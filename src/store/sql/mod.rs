@@ -388,11 +388,7 @@ async fn touch_conversation_reading_state(
     .context("updating a conversation")?;
     let state =
         state.ok_or_else(|| StoreError::ConversationNotFound(conversation_id.to_string()))?;
-    ConversationState::parse(&state).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "conversations.state of {conversation_id}: unknown state {state:?}"
-        ))
-    })
+    rows::conversation_state(conversation_id, &state)
 }
 
 async fn insert_message_row(

@@ -31,14 +31,19 @@ pub(super) fn parse_optional_json(
     text.map(|text| parse_json(&text, location)).transpose()
 }
 
-pub(super) fn conversation_from_row(row: &AnyRow) -> Result<ConversationRecord, StoreError> {
-    let id: String = column(row, "conversations", "id")?;
-    let state: String = column(row, "conversations", "state")?;
-    let state = ConversationState::parse(&state).ok_or_else(|| {
+/// A stored `conversations.state`, or `Corrupt` naming the conversation.
+pub(super) fn conversation_state(id: &str, state: &str) -> Result<ConversationState, StoreError> {
+    ConversationState::parse(state).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "conversations.state of {id}: unknown state {state:?}"
         ))
-    })?;
+    })
+}
+
+pub(super) fn conversation_from_row(row: &AnyRow) -> Result<ConversationRecord, StoreError> {
+    let id: String = column(row, "conversations", "id")?;
+    let state: String = column(row, "conversations", "state")?;
+    let state = conversation_state(&id, &state)?;
     Ok(ConversationRecord {
         token_hash: column(row, "conversations", "token_hash")?,
         state,
@@ -266,11 +271,7 @@ where
 pub(super) fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
     let id: String = column(row, "conversations", "id")?;
     let state: String = column(row, "conversations", "state")?;
-    let state = ConversationState::parse(&state).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "conversations.state of {id}: unknown state {state:?}"
-        ))
-    })?;
+    let state = conversation_state(&id, &state)?;
     let rank: i64 = handoff_column(row, "priority", &id)?;
     let priority = priority_from_rank(rank).ok_or_else(|| {
         StoreError::Corrupt(format!(
