@@ -31,6 +31,7 @@ contract_tests!(
     a_handoff_turn_queues_the_conversation,
     a_new_handoff_starts_from_a_clean_slate,
     a_turn_never_takes_a_conversation_from_the_humans,
+    a_reply_before_the_silent_turn_completes_leaves_the_customer_answered,
     the_queue_is_ordered_by_head_priority_frustration_and_age,
     assigning_directly_or_by_offer_takes_capacity,
     only_the_offered_agent_accepts_an_offer,
@@ -670,6 +671,70 @@ async fn a_turn_never_takes_a_conversation_from_the_humans(backend: Backend) {
             .len(),
         6,
         "the turns themselves were still recorded"
+    );
+}
+
+/// The agent is shown a customer's message as soon as it is stored, before the bot's silent
+/// reading of it completes the turn; a reply written in between has answered that message, so
+/// the completion must not mark the customer as waiting again. A later message makes them wait.
+async fn a_reply_before_the_silent_turn_completes_leaves_the_customer_answered(backend: Backend) {
+    let store = backend.open().await;
+    create_agent(&store, "agent-maya", 2).await;
+    queued(&store, "conv-1", 500).await;
+    assert!(assign(&store, "conv-1", "agent-maya", 600).await);
+    let silent_turn = |message_id: i64| TurnCompletion {
+        customer_message_id: message_id,
+        understanding: json!({ "sentiment": { "label": "neutral" } }),
+        result: json!({ "state": "assigned" }),
+        reply: None,
+        new_state: ConversationState::Assigned,
+        enqueue: None,
+        events: Vec::new(),
+    };
+    let insert = |text: &'static str| {
+        let store = &store;
+        async move {
+            match store
+                .insert_customer_message("conv-1", text, None)
+                .await
+                .expect("insert customer message")
+            {
+                CustomerInsert::New(message) => message.id,
+                CustomerInsert::Existing(message) => panic!("expected a new message: {message:?}"),
+            }
+        }
+    };
+    let reply = NewMessage {
+        role: Role::Agent,
+        text: "Sorted, it is on its way".into(),
+        author_id: Some("agent-maya".into()),
+        kind: None,
+        meta: None,
+    };
+
+    let answered_message = insert("where is my parcel?").await;
+    store
+        .insert_agent_reply("conv-1", &reply, 2_000)
+        .await
+        .expect("reply");
+    store
+        .complete_turn(silent_turn(answered_message))
+        .await
+        .expect("complete the answered turn");
+    assert_eq!(
+        handoff(&store, "conv-1").await.waiting_since,
+        None,
+        "the reply answered the message"
+    );
+
+    let unanswered_message = insert("thanks, and the invoice?").await;
+    store
+        .complete_turn(silent_turn(unanswered_message))
+        .await
+        .expect("complete the unanswered turn");
+    assert!(
+        handoff(&store, "conv-1").await.waiting_since.is_some(),
+        "the customer now waits for a reply"
     );
 }
 

@@ -362,6 +362,11 @@ impl Engine {
         if state.human_owned() {
             // A person owns the conversation: record the message and say nothing. Only the
             // agent panel reads what was understood, so by default only what it shows is read.
+            // The person sees the message as soon as it is stored, not after that reading.
+            let listener = self.listener.read().clone();
+            if let Some(listener) = listener {
+                listener.customer_message_stored(conversation_id).await;
+            }
             let mut understanding = match self.human_owned_reading {
                 HumanOwnedReading::Panel => self.read_for_agent_panel(&message.text).await?,
                 HumanOwnedReading::Full => {

@@ -187,6 +187,11 @@ pub(super) enum Turn {
 /// implements, so the engine never depends on it.
 #[async_trait::async_trait]
 pub trait TurnListener: Send + Sync {
+    /// A customer's message in a conversation a person owns is stored (committed). The person
+    /// can be shown it now: the bot only reads it silently (the agent panel's sentiment), and
+    /// that reading must not delay the message on its way to them.
+    async fn customer_message_stored(&self, _conversation_id: &str) {}
+
     async fn after_turn(&self, conversation_id: &str, result: &TurnResult);
 }
 

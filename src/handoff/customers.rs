@@ -20,11 +20,14 @@ impl HandoffService {
         conversation_id: &str,
         result: &TurnResult,
     ) -> Result<(), HandoffError> {
-        // A silent turn (humans own the conversation) already recorded that the customer is
-        // waiting, in the same transaction as their message.
-        let silent = result.reasons.contains(&Reason::AwaitingHuman);
+        // A silent turn (humans own the conversation) adds no message of the bot's: the
+        // customer's was announced when it was stored (`customer_message_stored`), and its
+        // completion recorded that the customer is waiting.
+        if result.reasons.contains(&Reason::AwaitingHuman) {
+            return Ok(());
+        }
         self.announce_messages(conversation_id).await?;
-        if !silent && result.conversation_state == ConversationState::Queued {
+        if result.conversation_state == ConversationState::Queued {
             self.on_enqueued(conversation_id).await?;
         }
         Ok(())

@@ -350,6 +350,13 @@ impl HandoffService {
 
 #[async_trait]
 impl TurnListener for HandoffService {
+    async fn customer_message_stored(&self, conversation_id: &str) {
+        if let Err(err) = self.announce_messages(conversation_id).await {
+            // The message is stored; the agent's socket finds it at its next catch-up.
+            tracing::warn!(conversation_id, error = %err, "could not tell the agent of a customer message");
+        }
+    }
+
     async fn after_turn(&self, conversation_id: &str, result: &TurnResult) {
         if let Err(err) = self.on_turn(conversation_id, result).await {
             // The turn itself is stored; a missed notification is repaired by the next sweep or

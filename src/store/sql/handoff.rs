@@ -25,7 +25,7 @@ use super::{is_foreign_key_violation, now_millis, touch_conversation, DatabaseCo
 use super::{SqlStore, StoreError};
 use crate::store::{
     AgentRecord, AgentStatus, AgentUpdate, ConversationState, EventDraft, HandoffRecord,
-    HandoffStore, MessageRecord, Millis, NewAgent, NewMessage, QueueRequest, Release,
+    HandoffStore, MessageRecord, Millis, NewAgent, NewMessage, QueueRequest, Release, Role,
 };
 
 /// Column lists shared by the queries that build records (see `message_columns!` in `sql.rs`).
@@ -116,9 +116,14 @@ async fn start_handoff(
 /// leave an agent holding a "queued" conversation (and its capacity) or a conversation
 /// "assigned" to nobody. A silent turn's new state is the state it read, so keeping the current
 /// one is exactly its intent; a bot turn racing an `enqueue` loses to the humans.
+///
+/// The customer who wrote is then waiting for a person, unless a person has written since their
+/// message: the agent sees the message as soon as it is stored, before this completion, and may
+/// already have answered (and cleared `waiting_since`).
 pub(super) async fn apply_turn_state(
     connection: &mut AnyConnection,
     conversation_id: &str,
+    customer_message_id: i64,
     new_state: ConversationState,
     enqueue: Option<&QueueRequest>,
     now: Millis,
@@ -130,13 +135,16 @@ pub(super) async fn apply_turn_state(
         }
         None => {
             // Humans own it: the state stays, and the customer who just wrote is now waiting
-            // for an agent reply (in the same transaction, so a silent turn is one commit).
-            // Otherwise the turn's state applies.
+            // for an agent reply, unless an agent wrote after their message (in the same
+            // transaction, so a silent turn is one commit). Otherwise the turn's state applies.
             let changed = sqlx::query(
                 "UPDATE conversations SET updated_at = $6, \
                  state = CASE WHEN state IN ($3, $4, $5) THEN state ELSE $2 END, \
-                 waiting_since = CASE WHEN state IN ($3, $4, $5) THEN COALESCE(waiting_since, $6) \
-                                 ELSE waiting_since END \
+                 waiting_since = CASE \
+                     WHEN state NOT IN ($3, $4, $5) THEN waiting_since \
+                     WHEN EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 \
+                                  AND id > $7 AND role = $8) THEN waiting_since \
+                     ELSE COALESCE(waiting_since, $6) END \
                  WHERE id = $1",
             )
             .bind(conversation_id)
@@ -145,6 +153,8 @@ pub(super) async fn apply_turn_state(
             .bind(ConversationState::Offered.as_str())
             .bind(ConversationState::Assigned.as_str())
             .bind(now)
+            .bind(customer_message_id)
+            .bind(Role::Agent.as_str())
             .execute(connection)
             .await
             .context("changing a conversation's state")?;

@@ -557,6 +557,7 @@ impl Store for SqlStore {
         handoff::apply_turn_state(
             write.connection(),
             &conversation_id,
+            turn.customer_message_id,
             turn.new_state,
             turn.enqueue.as_ref(),
             now,
