@@ -1,9 +1,12 @@
 //! The customer's socket: messages to the bot (or the agent), typing, resume after a reconnect,
 //! leaving a message, rating.
 
+use std::sync::Arc;
+
 use axum::extract::ws::WebSocket;
 use futures::stream::SplitStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Notify;
 
 use super::session::{
     error_parts, messages_after, read_frame, Heartbeat, Incoming, Outbox, SYNC_PAGE,
@@ -22,6 +25,8 @@ pub struct CustomerSession {
     inbound: SplitStream<WebSocket>,
     /// The id of the last message this socket has shown.
     last_sent: i64,
+    /// The hub's wake-up for this socket, once it is connected.
+    wake: Option<Arc<Notify>>,
 }
 
 /// How a command ended for the socket.
@@ -43,6 +48,7 @@ impl CustomerSession {
             outbox,
             inbound,
             last_sent: 0,
+            wake: None,
         }
     }
 
@@ -51,6 +57,7 @@ impl CustomerSession {
     pub async fn run(mut self) {
         let hub = self.state.handoff.hub().clone();
         let mut inbox = hub.connect_customer(&self.conversation_id);
+        self.wake = Some(inbox.wake.clone());
         self.count_connected();
         let mut heartbeat = Heartbeat::start(self.state.settings.handoff.ping_interval_secs).await;
         let closing = hub.closing();
@@ -277,6 +284,12 @@ impl CustomerSession {
         };
         if !self.outbox.send(&ack).await {
             return Ok(Outcome::SocketGone);
+        }
+        // The turn woke this socket for its own message (and the reply): the sync below sends
+        // them, so that wake-up would only read again and find nothing. Taken before the read,
+        // so a wake for anything stored after it still stands.
+        if let Some(wake) = &self.wake {
+            let _ = wake.notified().now_or_never();
         }
         if self.sync().await {
             Ok(Outcome::Done)
