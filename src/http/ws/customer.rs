@@ -25,7 +25,7 @@ pub struct CustomerSession {
     inbound: SplitStream<WebSocket>,
     /// The id of the last message this socket has shown.
     last_sent: i64,
-    /// The hub's wake-up for this socket, once it is connected.
+    /// The hub's wake-up for this socket, once it is connected (see [`Self::sync`]).
     wake: Option<Arc<Notify>>,
 }
 
@@ -285,12 +285,6 @@ impl CustomerSession {
         if !self.outbox.send(&ack).await {
             return Ok(Outcome::SocketGone);
         }
-        // The turn woke this socket for its own message (and the reply): the sync below sends
-        // them, so that wake-up would only read again and find nothing. Taken before the read,
-        // so a wake for anything stored after it still stands.
-        if let Some(wake) = &self.wake {
-            let _ = wake.notified().now_or_never();
-        }
         if self.sync().await {
             Ok(Outcome::Done)
         } else {
@@ -303,6 +297,12 @@ impl CustomerSession {
 
     /// Send every message after `last_sent`; false when the socket failed.
     async fn sync(&mut self) -> bool {
+        // A wake-up given before this read is answered by it (the socket's own message and the
+        // reply woke it during its turn, say): taken now, it would only read again and find
+        // nothing. Taken before the read, so a wake for anything stored after it still stands.
+        if let Some(wake) = &self.wake {
+            let _ = wake.notified().now_or_never();
+        }
         loop {
             let messages = messages_after(&self.state, &self.conversation_id, self.last_sent).await;
             let full_page = messages.len() as i64 == SYNC_PAGE;
