@@ -583,20 +583,30 @@ async fn check_intents(settings: Settings, json: Option<&Path>) -> Result<(), Cl
     let encoder = crate::nlp::encoder::EncoderPool::start(&files, &settings.encoder)
         .map_err(StartupError::from)?;
     let (texts, labels) = training_texts(&file);
-    let embed = |texts: Vec<String>| {
+    let encode = |texts: Vec<String>| {
         let encoder = encoder.clone();
         async move {
             encoder
-                .embed_many(texts)
+                .encode_many(texts)
                 .await
                 .map_err(|e| CliError::Other(format!("embedding the examples failed: {e}")))
         }
     };
-    let embeddings = embed(texts.clone()).await?;
-    let out_of_scope = embed(out_of_scope_texts(&file)).await?;
+    // Closeness between examples is read on the embeddings (what its limits were set on); the
+    // cross-validation on the intent features, as the classifier is trained.
+    let (embeddings, features): (Vec<_>, Vec<_>) = encode(texts.clone())
+        .await?
+        .into_iter()
+        .map(|text| (text.embedding, text.intent_features))
+        .unzip();
+    let out_of_scope: Vec<_> = encode(out_of_scope_texts(&file))
+        .await?
+        .into_iter()
+        .map(|text| text.intent_features)
+        .collect();
     let class_names: Vec<String> = file.intents.iter().map(|i| i.name.clone()).collect();
     let options = FitOptions::default();
-    let (cv_embeddings, cv_labels) = (embeddings.clone(), labels.clone());
+    let (cv_embeddings, cv_labels) = (features, labels.clone());
     // Cross-validation trains one model per fold: CPU work, off the runtime.
     let cross_validation = tokio::task::spawn_blocking(move || {
         cross_validate(

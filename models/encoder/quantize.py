@@ -9,8 +9,11 @@ graph (Cast -> Mul), so ONNX Runtime computes in fp32. This script
   3. quantises it dynamically with ONNX Runtime's own tool: MatMul weights per output channel to
      int8 with `reduce_range` (7-bit weights, so CPUs without VNNI cannot saturate their 16-bit
      accumulators and every x86 CPU computes the same scores), and the embedding tables to int8.
-The result computes in int8 (MatMulInteger fed by DynamicQuantizeLinear). Deterministic: the same
-packages give the same bytes, which models/SHA256SUMS pins.
+The result computes in int8 (MatMulInteger fed by DynamicQuantizeLinear). It also returns the
+output of the fourth of its six layers (`hidden_state_layer_4`, [batch, sequence, 384]) beside
+`last_hidden_state`: the intent classifier reads both (evals/RESULTS.md, "a lead, intent features
+from layer 4"), and the same run yields it at no cost. Deterministic: the same packages give the
+same bytes, which models/SHA256SUMS pins.
 
 Usage: python quantize.py INT8_STORAGE_ONNX FP32_SAFETENSORS OUTPUT_ONNX
 (models/build.sh runs it with the pinned packages of models/requirements.txt on PYTHONPATH.)
@@ -27,6 +30,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from safetensors.numpy import load_file
 
 INT8 = onnx.TensorProto.INT8
+# The extra output: the hidden state after the fourth transformer layer.
+LAYER_4_OUTPUT = "hidden_state_layer_4"
 
 
 def fp32_graph(storage_path: str, safetensors_path: str) -> onnx.ModelProto:
@@ -78,6 +83,22 @@ def fp32_graph(storage_path: str, safetensors_path: str) -> onnx.ModelProto:
     return model
 
 
+def add_layer_4_output(path: str) -> None:
+    """Expose the fourth layer's output as `hidden_state_layer_4`. Each layer ends in two
+    LayerNormalization nodes (after attention, after the feed-forward block), one more follows the
+    embeddings: the fourth layer's output is the ninth."""
+    model = onnx.load(path)
+    norms = [node for node in model.graph.node if node.op_type == "LayerNormalization"]
+    if len(norms) != 13:
+        sys.exit(f"{path}: expected 13 LayerNormalization nodes (6 layers), found {len(norms)}")
+    model.graph.node.append(onnx.helper.make_node(
+        "Identity", [norms[8].output[0]], [LAYER_4_OUTPUT], name="layer_4_output"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        LAYER_4_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "sequence", 384]))
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def main() -> None:
     if len(sys.argv) != 4:
         sys.exit(__doc__)
@@ -94,6 +115,7 @@ def main() -> None:
             reduce_range=True,
             weight_type=QuantType.QInt8,
         )
+    add_layer_4_output(output_path)
     ops = [node.op_type for node in onnx.load(output_path).graph.node]
     print(f"encoder: {output_path}: {ops.count('MatMulInteger')} MatMulInteger, "
           f"{ops.count('DynamicQuantizeLinear')} DynamicQuantizeLinear")

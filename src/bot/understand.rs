@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::knowledge::retrieval::KnowledgeHit;
-use crate::nlp::encoder::Embedding;
+use crate::nlp::encoder::IntentFeatures;
 use crate::nlp::intent_model::IntentResult;
 
 /// Below this cosine between a message and the message without its unfamiliar words, the
@@ -46,6 +46,7 @@ impl Engine {
         });
         let analysis = analysis?;
         let embedding = analysis.embedding;
+        let intent_features = analysis.intent_features;
         let sentiment = analysis.sentiment;
         let encoder_ms = ms(started);
         self.metrics.observe_stage("encoder", encoder_ms / 1000.0);
@@ -54,7 +55,7 @@ impl Engine {
             None => Vec::new(),
         };
         let (classified, retrieved) = tokio::join!(
-            self.classify(embedding.clone()),
+            self.classify(intent_features),
             self.retrieve(text, &embedding)
         );
         let (intent, intent_ms) = classified?;
@@ -107,12 +108,12 @@ impl Engine {
     /// The message's intent, with the time it took. The neighbour search over every example is
     /// CPU work that grows with the intents file, so it runs on the blocking pool rather than
     /// stalling the runtime.
-    async fn classify(&self, embedding: Embedding) -> Result<(IntentResult, f64), EngineError> {
+    async fn classify(&self, features: IntentFeatures) -> Result<(IntentResult, f64), EngineError> {
         let started = Instant::now();
         let recognizer = self.intents();
         let settings = self.intent_settings.clone();
         let result = tokio::task::spawn_blocking(move || {
-            recognizer.classify(&embedding, settings.alternatives, settings.oos_threshold)
+            recognizer.classify(&features, settings.alternatives, settings.oos_threshold)
         })
         .await
         .map_err(|e| ClassifierError::InvalidOption(format!("classification task failed: {e}")))?;
@@ -149,9 +150,9 @@ impl Engine {
         if sentences.len() < 2 {
             return Ok((whole, None));
         }
-        let embeddings = self.encoder.embed_many(sentences.clone()).await?;
-        for (sentence, embedding) in sentences.into_iter().zip(embeddings) {
-            let (reading, _) = self.classify(embedding).await?;
+        let encoded = self.encoder.encode_many(sentences.clone()).await?;
+        for (sentence, encoded) in sentences.into_iter().zip(encoded) {
+            let (reading, _) = self.classify(encoded.intent_features).await?;
             // The ranked intents that need a person, together (the top and the alternatives
             // the classifier reports: a lower bound of their whole probability).
             let needs_a_person_probability: f32 = std::iter::once(&reading.intent)

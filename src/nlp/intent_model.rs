@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assets::sha256_hex;
 use crate::nlp::classifier::{self, ClassifierError, FitOptions, IntentModel, TrainingSet};
-use crate::nlp::encoder::{Embedding, EncoderError, EncoderPool};
+use crate::nlp::encoder::{Embedding, Encoded, EncoderError, EncoderPool, IntentFeatures};
 use crate::nlp::intents::{IntentSpec, IntentsError, IntentsFile};
 
 /// Bump when the cached format or the training recipe changes meaning.
@@ -129,19 +129,24 @@ impl IntentRecognizer {
         let examples = texts.len();
         let mut all = texts;
         all.extend(out_of_scope_texts);
-        let mut embeddings = encoder.embed_many(all).await?;
-        let out_of_scope = embeddings.split_off(examples);
+        let mut encoded = encoder.encode_many(all).await?;
+        let out_of_scope = encoded
+            .split_off(examples)
+            .into_iter()
+            .map(|text| text.intent_features)
+            .collect();
         let embed_millis = started.elapsed().as_millis() as u64;
-        Self::train_embedded(file, embeddings, out_of_scope, options, key, embed_millis).await
+        Self::train_embedded(file, encoded, out_of_scope, options, key, embed_millis).await
     }
 
-    /// Train from examples already embedded, in the order of [`training_texts`] and
-    /// [`out_of_scope_texts`]. Evaluations use this to embed with a progress bar; the training is
-    /// exactly the server's.
+    /// Train from examples already encoded, in the order of [`training_texts`] and
+    /// [`out_of_scope_texts`]: the classifier reads their intent features, the centroids that
+    /// steer retrieval their embeddings. Evaluations use this to encode with a progress bar; the
+    /// training is exactly the server's.
     pub async fn train_embedded(
         file: IntentsFile,
-        embeddings: Vec<Embedding>,
-        out_of_scope: Vec<Embedding>,
+        encoded: Vec<Encoded>,
+        out_of_scope: Vec<IntentFeatures>,
         options: &FitOptions,
         key: String,
         embed_millis: u64,
@@ -150,13 +155,18 @@ impl IntentRecognizer {
         let examples = labels.len();
         let out_of_scope_count = out_of_scope.len();
         let class_names: Vec<String> = file.intents.iter().map(|i| i.name.clone()).collect();
+        let (embeddings, features): (Vec<Embedding>, Vec<IntentFeatures>) = encoded
+            .into_iter()
+            .map(|text| (text.embedding, text.intent_features))
+            .unzip();
         let centroids = class_centroids(&embeddings, &labels, class_names.len());
+        drop(embeddings);
         let options = options.clone();
         let trained = Instant::now();
         // Training is CPU-bound for a second or more: keep it off the async runtime.
         let fitted = tokio::task::spawn_blocking(move || {
             let set = TrainingSet {
-                embeddings: &embeddings,
+                embeddings: &features,
                 labels: &labels,
                 class_names: &class_names,
                 out_of_scope: &out_of_scope,

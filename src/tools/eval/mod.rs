@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::assets::ModelFiles;
 use crate::config::Settings;
-use crate::nlp::encoder::{Embedding, EncoderPool, SentimentScores};
+use crate::nlp::encoder::{Embedding, Encoded, EncoderPool, IntentFeatures, SentimentScores};
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -125,6 +125,41 @@ pub async fn embed_with_progress(
     }
     bar.finish_and_clear();
     Ok(embeddings)
+}
+
+/// Encode many texts for intent classification with a progress bar: each text's embedding and
+/// intent features.
+pub async fn encode_with_progress(
+    encoder: &EncoderPool,
+    texts: &[String],
+    what: &str,
+) -> Result<Vec<Encoded>, EvalError> {
+    let bar = progress_bar(texts.len() as u64, what);
+    let mut encoded = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(256) {
+        encoded.extend(
+            encoder
+                .encode_many(batch.to_vec())
+                .await
+                .map_err(EvalError::pipeline)?,
+        );
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(encoded)
+}
+
+/// What the intent classifier reads of many texts, with a progress bar.
+pub async fn intent_features_with_progress(
+    encoder: &EncoderPool,
+    texts: &[String],
+    what: &str,
+) -> Result<Vec<IntentFeatures>, EvalError> {
+    Ok(encode_with_progress(encoder, texts, what)
+        .await?
+        .into_iter()
+        .map(|text| text.intent_features)
+        .collect())
 }
 
 /// Sentiment of many texts (one run per text, as the server does it) with a progress bar; `None`

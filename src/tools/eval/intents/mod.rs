@@ -16,7 +16,8 @@ use crate::nlp::classifier::{
 use crate::nlp::intent_model::{out_of_scope_texts, training_texts, IntentRecognizer};
 use crate::nlp::intents::{HandoffMode, IntentSpec, IntentsFile, Priority};
 use crate::tools::eval::{
-    embed_with_progress, percent, resolve_data, start_encoder, write_json, EvalError,
+    encode_with_progress, intent_features_with_progress, percent, resolve_data, start_encoder,
+    write_json, EvalError,
 };
 
 mod page;
@@ -397,30 +398,32 @@ pub async fn evaluate(
     let started = Instant::now();
     let (train_texts, _) = training_texts(&file);
     let oos_train_texts = out_of_scope_texts(&file);
-    let train_embeddings = embed_with_progress(&encoder, &train_texts, "train").await?;
-    let oos_train_embeddings = embed_with_progress(&encoder, &oos_train_texts, "train oos").await?;
+    let train_encoded = encode_with_progress(&encoder, &train_texts, "train").await?;
+    let oos_train_features =
+        intent_features_with_progress(&encoder, &oos_train_texts, "train oos").await?;
     let (val_in, val_labels, val_oos) = match &data.val {
         Some(val) => {
             let split = split_items(val, &index_of, path)?;
             (
-                embed_with_progress(&encoder, &split.texts, "val").await?,
+                intent_features_with_progress(&encoder, &split.texts, "val").await?,
                 split.labels,
-                embed_with_progress(&encoder, &split.out_of_scope, "val oos").await?,
+                intent_features_with_progress(&encoder, &split.out_of_scope, "val oos").await?,
             )
         }
         None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let test_split = split_items(&data.test, &index_of, path)?;
-    let test_in = embed_with_progress(&encoder, &test_split.texts, "test").await?;
-    let test_oos = embed_with_progress(&encoder, &test_split.out_of_scope, "test oos").await?;
+    let test_in = intent_features_with_progress(&encoder, &test_split.texts, "test").await?;
+    let test_oos =
+        intent_features_with_progress(&encoder, &test_split.out_of_scope, "test oos").await?;
     let test_labels = test_split.labels;
     let embed_seconds = started.elapsed().as_secs_f64();
 
     let train_started = Instant::now();
     let recognizer = IntentRecognizer::train_embedded(
         file.clone(),
-        train_embeddings,
-        oos_train_embeddings,
+        train_encoded,
+        oos_train_features,
         options,
         "evaluation".into(),
         0,
