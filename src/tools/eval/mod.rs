@@ -112,23 +112,15 @@ pub async fn embed_with_progress(
     texts: &[String],
     what: &str,
 ) -> Result<Vec<Embedding>, EvalError> {
-    let bar = progress_bar(texts.len() as u64, what);
-    let mut embeddings = Vec::with_capacity(texts.len());
-    for batch in texts.chunks(256) {
-        embeddings.extend(
-            encoder
-                .embed_many(batch.to_vec())
-                .await
-                .map_err(EvalError::pipeline)?,
-        );
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(embeddings)
+    Ok(encode_with_progress(encoder, texts, what)
+        .await?
+        .into_iter()
+        .map(|text| text.embedding)
+        .collect())
 }
 
-/// Encode many texts for intent classification with a progress bar: each text's embedding and
-/// intent features.
+/// Encode many texts with a progress bar (hidden when stderr is not a terminal): each text's
+/// embedding and intent features.
 pub async fn encode_with_progress(
     encoder: &EncoderPool,
     texts: &[String],
