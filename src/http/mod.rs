@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -191,6 +192,14 @@ pub async fn serve(
     };
     // The peer address feeds the per-address request limit.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Frames go out as they are written. With Nagle's algorithm a small frame written while an
+    // earlier one is unacknowledged waits for that acknowledgement, which the client's delayed
+    // ACK can hold back 40 ms: an agent socket carrying many conversations hit exactly that.
+    let listener = listener.tap_io(|connection| {
+        if let Err(err) = connection.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { server.await });
     tokio::pin!(server);

@@ -29,6 +29,14 @@ pub struct CustomerSession {
     wake: Option<Arc<Notify>>,
 }
 
+/// Resolves when the hub wakes this socket (never when the socket has no wake-up yet).
+async fn woken(wake: Option<&Notify>) {
+    match wake {
+        Some(wake) => wake.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How a command ended for the socket.
 enum Outcome {
     /// Nothing more to send (or already sent).
@@ -226,7 +234,9 @@ impl CustomerSession {
         client_message_id: Option<String>,
     ) -> Result<Outcome, AppError> {
         let state = self.state.clone();
-        let conversation_id = self.conversation_id.as_str();
+        // Owned: the session catches its socket up (`&mut self`) while this is still in use.
+        let conversation_id = self.conversation_id.clone();
+        let conversation_id = conversation_id.as_str();
         let text = validate::message_text(text, state.settings.server.max_message_chars)?;
         validate::client_message_id(client_message_id.as_deref())?;
         state.limits.check_message(conversation_id)?;
@@ -242,22 +252,43 @@ impl CustomerSession {
             return Ok(Outcome::SocketGone);
         }
         let (deltas, mut written) = tokio::sync::mpsc::unbounded_channel();
+        // The turn runs as its own task: it goes on when the customer leaves (its reply is
+        // stored either way), and it keeps running while this session writes to the socket. A
+        // turn future left unpolled while the session awaited a read of its own could hold a
+        // database connection the read needs.
+        let mut turn = tokio::spawn({
+            let state = state.clone();
+            let conversation_id = conversation_id.to_string();
+            let text = text.to_string();
+            let client_message_id = client_message_id.clone();
+            async move {
+                state
+                    .engine
+                    .handle_customer_message_streaming(
+                        &conversation_id,
+                        &text,
+                        client_message_id.as_deref(),
+                        Some(&deltas),
+                    )
+                    .await
+            }
+        });
         let mut customer_gone = false;
-        let result = {
-            let turn = state.engine.handle_customer_message_streaming(
-                conversation_id,
-                text,
-                client_message_id.as_deref(),
-                Some(&deltas),
-            );
-            tokio::pin!(turn);
-            loop {
-                tokio::select! {
-                    result = &mut turn => break result,
-                    Some(text) = written.recv(), if !customer_gone => {
-                        // The turn goes on without a listener: its reply is stored either way.
-                        customer_gone = !self.outbox.send(&CustomerFrame::Delta { text }).await;
-                    }
+        // Messages stored while the turn runs go out at once. In a conversation a person owns
+        // the agent sees the customer's message as soon as it is stored and may answer before
+        // the turn's silent reading (a sentiment pass, then a commit) is done; under load that
+        // reading waits behind others, and the answer must not wait with it.
+        let wake = self.wake.clone();
+        let mut synced_during_turn = false;
+        let result = loop {
+            tokio::select! {
+                finished = &mut turn => break finished,
+                Some(text) = written.recv(), if !customer_gone => {
+                    customer_gone = !self.outbox.send(&CustomerFrame::Delta { text }).await;
+                }
+                _ = woken(wake.as_deref()), if !customer_gone => {
+                    customer_gone = !self.sync().await;
+                    synced_during_turn = true;
                 }
             }
         };
@@ -268,10 +299,18 @@ impl CustomerSession {
             let _ = self.outbox.send(&bot_typing(false)).await;
         }
         let result = match result {
-            Ok(result) => result,
-            Err(err) => {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => {
                 // Not an internal error for the customer: nothing was lost, they can send again.
                 tracing::warn!(conversation_id, error = %err, "customer message over WebSocket failed");
+                return Err(AppError::Unavailable(
+                    "your message could not be processed; send it again".into(),
+                ));
+            }
+            Err(err) => {
+                // The turn's task panicked or the runtime is stopping. The message may be
+                // stored: sending it again with the same client_message_id does not store it twice.
+                tracing::error!(conversation_id, error = %err, "a customer message's turn did not finish");
                 return Err(AppError::Unavailable(
                     "your message could not be processed; send it again".into(),
                 ));
@@ -284,6 +323,14 @@ impl CustomerSession {
         };
         if !self.outbox.send(&ack).await {
             return Ok(Outcome::SocketGone);
+        }
+        // Every message stored since that catch-up woke the socket again; without such a wake
+        // there is nothing new to read.
+        let woken_since = wake
+            .as_deref()
+            .is_some_and(|wake| wake.notified().now_or_never().is_some());
+        if synced_during_turn && !woken_since {
+            return Ok(Outcome::Done);
         }
         if self.sync().await {
             Ok(Outcome::Done)

@@ -144,7 +144,8 @@ async fn connect(base: &str, path: &str, token: &str) -> Result<Socket, LoadErro
         path,
         token
     );
-    tokio_tungstenite::connect_async(url)
+    // Nagle off, as a browser's WebSocket has it: the generator's small frames go out at once.
+    tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map(|(socket, _)| socket)
         .map_err(|e| LoadError::Socket(format!("cannot connect {path}: {e}")))
@@ -157,6 +158,27 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`. Rates on a shared
+/// machine move with its load; the CPU a delivered message costs moves much less, so it is the
+/// figure to compare two builds by.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `fields` starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+}
+
+/// CPU used by `pid` between two readings, as (seconds, cores in use on average).
+fn cpu_used(before: Option<f64>, after: Option<f64>, elapsed: f64) -> Option<(f64, f64)> {
+    let used = after? - before?;
+    Some((used, used / elapsed.max(1e-9)))
 }
 
 /// Microseconds since the run started; stamps travel inside message texts.
@@ -313,6 +335,8 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     println!("{} customer sockets open", sockets.len());
 
     let to_customer_us = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let server_cpu_before = args.server_pid.and_then(cpu_seconds);
+    let own_cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut talks = Vec::new();
     for (index, mut socket) in sockets.into_iter().enumerate() {
@@ -377,6 +401,12 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_used(
+        server_cpu_before,
+        args.server_pid.and_then(cpu_seconds),
+        elapsed,
+    );
+    let own_cpu = cpu_used(own_cpu_before, cpu_seconds(std::process::id()), elapsed);
     for task in agent_tasks {
         task.abort();
     }
@@ -402,6 +432,15 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         "agent -> customer  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         to_customer.p50_ms, to_customer.p99_ms, to_customer.max_ms
     );
+    if let Some((seconds, cores)) = server_cpu {
+        println!(
+            "server CPU while talking: {seconds:.2} s ({cores:.2} cores) = {:.0} us per delivered message",
+            seconds * 1e6 / delivered.max(1) as f64
+        );
+    }
+    if let Some((seconds, cores)) = own_cpu {
+        println!("load generator CPU while talking: {seconds:.2} s ({cores:.2} cores)");
+    }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         println!(
             "server memory: {before} KiB before, {after} KiB with {} customer sockets = {:.1} KiB per connection",
