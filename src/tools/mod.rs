@@ -6,3 +6,4 @@
 pub mod bench;
 pub mod eval;
 pub mod loadtest;
+pub mod process;

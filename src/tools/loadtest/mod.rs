@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::tools::bench::LatencySummary;
+use crate::tools::process;
 
 pub mod crash;
 
@@ -149,30 +150,6 @@ async fn connect(base: &str, path: &str, token: &str) -> Result<Socket, LoadErro
         .await
         .map(|(socket, _)| socket)
         .map_err(|e| LoadError::Socket(format!("cannot connect {path}: {e}")))
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`. Rates on a shared
-/// machine move with its load; the CPU a delivered message costs moves much less, so it is the
-/// figure to compare two builds by.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `fields` starts at field 3.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a constant of the running system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 /// CPU used by `pid` between two readings, as (seconds, cores in use on average).
@@ -322,7 +299,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     );
 
     // Customers connect and talk.
-    let rss_before = args.server_pid.and_then(rss_kib);
+    let rss_before = args.server_pid.and_then(process::resident_kib);
     let mut sockets = Vec::new();
     for (id, token) in &customers {
         let mut socket = connect(&base, &format!("/v1/conversations/{id}/ws"), token).await?;
@@ -331,12 +308,13 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         sockets.push(socket);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = args.server_pid.and_then(rss_kib);
+    let rss_after = args.server_pid.and_then(process::resident_kib);
     println!("{} customer sockets open", sockets.len());
 
     let to_customer_us = Arc::new(Mutex::new(Vec::<f64>::new()));
-    let server_cpu_before = args.server_pid.and_then(cpu_seconds);
-    let own_cpu_before = cpu_seconds(std::process::id());
+    let server_cpu_before = args.server_pid.and_then(process::cpu_seconds);
+    let server_switches_before = args.server_pid.and_then(process::context_switches);
+    let own_cpu_before = process::cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut talks = Vec::new();
     for (index, mut socket) in sockets.into_iter().enumerate() {
@@ -403,10 +381,17 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu = cpu_used(
         server_cpu_before,
-        args.server_pid.and_then(cpu_seconds),
+        args.server_pid.and_then(process::cpu_seconds),
         elapsed,
     );
-    let own_cpu = cpu_used(own_cpu_before, cpu_seconds(std::process::id()), elapsed);
+    let own_cpu = cpu_used(
+        own_cpu_before,
+        process::cpu_seconds(std::process::id()),
+        elapsed,
+    );
+    let server_switches = server_switches_before
+        .zip(args.server_pid.and_then(process::context_switches))
+        .map(|(before, after)| after.saturating_sub(before));
     for task in agent_tasks {
         task.abort();
     }
@@ -436,6 +421,12 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         println!(
             "server CPU while talking: {seconds:.2} s ({cores:.2} cores) = {:.0} us per delivered message",
             seconds * 1e6 / delivered.max(1) as f64
+        );
+    }
+    if let Some(switches) = server_switches {
+        println!(
+            "server context switches while talking: {switches} = {:.1} per delivered message",
+            switches as f64 / delivered.max(1) as f64
         );
     }
     if let Some((seconds, cores)) = own_cpu {

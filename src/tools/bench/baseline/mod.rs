@@ -27,6 +27,7 @@ use crate::app::{AppState, StartupError};
 use crate::config::Settings;
 use crate::knowledge::retrieval::embedding_views;
 use crate::nlp::classifier::LinearExport;
+use crate::tools::process;
 
 mod page;
 
@@ -579,17 +580,11 @@ async fn measure(
 
 /// VmRSS and VmHWM of a process, in MiB (0 when /proc cannot be read).
 fn resident_memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-            .unwrap_or(0.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let mib = |kib: Option<u64>| kib.map_or(0.0, |kib| kib as f64 / 1024.0);
+    (
+        mib(process::resident_kib(pid)),
+        mib(process::peak_resident_kib(pid)),
+    )
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
