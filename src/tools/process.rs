@@ -70,14 +70,20 @@ mod tests {
         let rss = resident_kib(me).expect("VmRSS");
         let peak = peak_resident_kib(me).expect("VmHWM");
         assert!(rss > 0 && peak >= rss, "{rss} {peak}");
-        // Burn a little CPU so the count cannot be read before it moves.
+        // Burn CPU until the count moves (it moves in clock ticks); a count that never moves
+        // fails here instead of passing unnoticed.
         let before = cpu_seconds(me).expect("stat");
         let started = std::time::Instant::now();
         let mut x = 0u64;
-        while started.elapsed() < std::time::Duration::from_millis(50) {
-            x = std::hint::black_box(x.wrapping_add(1));
+        while cpu_seconds(me).expect("stat") <= before {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "CPU time stayed at {before} s"
+            );
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
-        assert!(cpu_seconds(me).expect("stat") >= before);
         // Sleeping gives the CPU up: at least one voluntary switch.
         let switches = context_switches(me).expect("task status");
         std::thread::sleep(std::time::Duration::from_millis(5));
