@@ -45,13 +45,33 @@ impl WalSync {
         // them all.
         let covered = self.committed.load(Ordering::SeqCst);
         let wal = self.wal.clone();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || sync_file(&wal))
             .await
             .map_err(std::io::Error::other)??;
+        log_slow_sync(started.elapsed(), covered - *synced);
         *synced = covered;
         Ok(())
     }
 }
+
+/// Every commit waits for its group's fsync, so a slow one is a stall for all of them: say so,
+/// with the moment, to match against latency tails (`baton loadtest` prints the slowest seconds).
+fn log_slow_sync(took: std::time::Duration, commits: u64) {
+    let took_ms = took.as_secs_f64() * 1000.0;
+    if took >= SLOW_SYNC_WARNING {
+        tracing::warn!(
+            took_ms,
+            commits,
+            "slow fsync of the SQLite WAL: commits waited for the disk"
+        );
+    } else if took >= SLOW_SYNC_DEBUG {
+        tracing::debug!(took_ms, commits, "slow fsync of the SQLite WAL");
+    }
+}
+
+const SLOW_SYNC_WARNING: std::time::Duration = std::time::Duration::from_millis(250);
+const SLOW_SYNC_DEBUG: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// fdatasync the file, opened afresh (SQLite may have deleted and recreated the WAL since the last
 /// call). No WAL file means nothing is waiting in one: SQLite removes it only after checkpointing

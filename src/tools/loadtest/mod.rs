@@ -167,6 +167,81 @@ impl Stopwatch {
     }
 }
 
+/// The latency that counts as the tail in the per-second report (the p99 goal).
+const TAIL_MS: f64 = 50.0;
+
+/// One delivered message: when it was sent (the run's stopwatch, us) and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    sent_us: u64,
+    latency_ms: f64,
+}
+
+impl Delivery {
+    fn since(sent_us: u64, now_us: u64) -> Self {
+        Self {
+            sent_us,
+            latency_ms: now_us.saturating_sub(sent_us) as f64 / 1000.0,
+        }
+    }
+}
+
+fn latencies_ms(deliveries: &[Delivery]) -> Vec<f64> {
+    deliveries
+        .iter()
+        .map(|delivery| delivery.latency_ms)
+        .collect()
+}
+
+/// The messages sent within one second of the run (by the stopwatch), and how many of them were slow.
+#[derive(Debug, PartialEq)]
+struct SecondOfRun {
+    start_us: u64,
+    messages: usize,
+    over_tail: usize,
+    max_ms: f64,
+}
+
+/// The `count` seconds with the most deliveries over `tail_ms` (ties: the slowest one first),
+/// in time order; seconds with none over the tail are left out.
+fn slowest_seconds(deliveries: &[Delivery], tail_ms: f64, count: usize) -> Vec<SecondOfRun> {
+    let mut seconds: HashMap<u64, SecondOfRun> = HashMap::new();
+    for delivery in deliveries {
+        let second = delivery.sent_us / 1_000_000;
+        let entry = seconds.entry(second).or_insert(SecondOfRun {
+            start_us: second * 1_000_000,
+            messages: 0,
+            over_tail: 0,
+            max_ms: 0.0,
+        });
+        entry.messages += 1;
+        if delivery.latency_ms > tail_ms {
+            entry.over_tail += 1;
+        }
+        entry.max_ms = entry.max_ms.max(delivery.latency_ms);
+    }
+    let mut slow: Vec<SecondOfRun> = seconds
+        .into_values()
+        .filter(|second| second.over_tail > 0)
+        .collect();
+    slow.sort_by(|a, b| {
+        b.over_tail
+            .cmp(&a.over_tail)
+            .then(b.max_ms.total_cmp(&a.max_ms))
+    });
+    slow.truncate(count);
+    slow.sort_by_key(|second| second.start_us);
+    slow
+}
+
+/// "HH:MM:SS.mmm" of a Unix time in milliseconds, to find the moment in the server's log.
+fn utc_time(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms).map_or_else(
+        || unix_ms.to_string(),
+        |time| time.format("%H:%M:%S%.3f").to_string(),
+    )
+}
+
 pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/').to_string();
@@ -208,7 +283,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         agent_tokens.push(login["token"].as_str().unwrap_or_default().to_string());
     }
     let assigned = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let to_agent_us = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let to_agent_us = Arc::new(Mutex::new(Vec::<Delivery>::new()));
     let mut agent_tasks = Vec::new();
     for (index, token) in agent_tokens.iter().enumerate() {
         let mut socket = connect(&agent_base, "/v1/agents/ws", token).await?;
@@ -235,9 +310,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                         let parts: Vec<&str> = body.split(' ').collect();
                         if parts.len() == 3 && parts[0] == "load" {
                             if let Ok(sent) = parts[2].parse::<u64>() {
-                                latencies
-                                    .lock()
-                                    .push((clock.now().saturating_sub(sent)) as f64 / 1000.0);
+                                latencies.lock().push(Delivery::since(sent, clock.now()));
                             }
                             let reply = json!({
                                 "type": "message",
@@ -311,11 +384,15 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let rss_after = args.server_pid.and_then(process::resident_kib);
     println!("{} customer sockets open", sockets.len());
 
-    let to_customer_us = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let to_customer_us = Arc::new(Mutex::new(Vec::<Delivery>::new()));
     let server_cpu_before = args.server_pid.and_then(process::cpu_seconds);
     let server_switches_before = args.server_pid.and_then(process::context_switches);
     let own_cpu_before = process::cpu_seconds(std::process::id());
     let started = Instant::now();
+    let talk_started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let talk_started_stamp_us = clock.now();
     let mut talks = Vec::new();
     for (index, mut socket) in sockets.into_iter().enumerate() {
         let clock = clock.clone();
@@ -359,9 +436,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                         let parts: Vec<&str> = body.split(' ').collect();
                         if parts.len() == 3 && parts[1] == seq.to_string() {
                             if let Ok(sent) = parts[2].parse::<u64>() {
-                                latencies
-                                    .lock()
-                                    .push((clock.now().saturating_sub(sent)) as f64 / 1000.0);
+                                latencies.lock().push(Delivery::since(sent, clock.now()));
                             }
                             break;
                         }
@@ -395,8 +470,10 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     for task in agent_tasks {
         task.abort();
     }
-    let to_agent = LatencySummary::from_millis(to_agent_us.lock().clone());
-    let to_customer = LatencySummary::from_millis(to_customer_us.lock().clone());
+    let to_agent_deliveries = to_agent_us.lock().clone();
+    let to_customer_deliveries = to_customer_us.lock().clone();
+    let to_agent = LatencySummary::from_millis(latencies_ms(&to_agent_deliveries));
+    let to_customer = LatencySummary::from_millis(latencies_ms(&to_customer_deliveries));
     let delivered = to_agent.samples + to_customer.samples;
     println!(
         "{} customers x {} messages with {} agents{}: {} messages delivered in {:.1} s = {:.0} messages/s ({} customers failed)",
@@ -417,6 +494,23 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         "agent -> customer  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         to_customer.p50_ms, to_customer.p99_ms, to_customer.max_ms
     );
+    // Where the tail sits in time: one slow second (a stalled disk, a pause) makes the whole p99
+    // of a short run, and its wall-clock time is what to look for in the server's log.
+    let stopwatch_zero_unix_ms = talk_started_unix_ms as i64 - talk_started_stamp_us as i64 / 1000;
+    for (direction, deliveries) in [
+        ("customer -> agent", &to_agent_deliveries),
+        ("agent -> customer", &to_customer_deliveries),
+    ] {
+        for second in slowest_seconds(deliveries, TAIL_MS, 3) {
+            println!(
+                "  slowest second {direction}: {} UTC, {} messages sent, {} over {TAIL_MS} ms, max {:.1} ms",
+                utc_time(stopwatch_zero_unix_ms + second.start_us as i64 / 1000),
+                second.messages,
+                second.over_tail,
+                second.max_ms
+            );
+        }
+    }
     if let Some((seconds, cores)) = server_cpu {
         println!(
             "server CPU while talking: {seconds:.2} s ({cores:.2} cores) = {:.0} us per delivered message",
@@ -445,4 +539,65 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(sent_ms: u64, latency_ms: f64) -> Delivery {
+        Delivery {
+            sent_us: sent_ms * 1000,
+            latency_ms,
+        }
+    }
+
+    #[test]
+    fn the_seconds_with_most_slow_deliveries_come_out_in_time_order() {
+        let deliveries = vec![
+            delivery(100, 2.0),
+            delivery(900, 3.0),
+            // second 1: one slow
+            delivery(1_100, 60.0),
+            delivery(1_500, 1.0),
+            // second 2: none slow
+            delivery(2_000, 49.9),
+            // second 3: three slow
+            delivery(3_000, 51.0),
+            delivery(3_400, 120.0),
+            delivery(3_999, 80.0),
+            // second 5: two slow
+            delivery(5_010, 70.0),
+            delivery(5_020, 75.0),
+        ];
+        let slowest = slowest_seconds(&deliveries, 50.0, 2);
+        assert_eq!(
+            slowest,
+            vec![
+                SecondOfRun {
+                    start_us: 3_000_000,
+                    messages: 3,
+                    over_tail: 3,
+                    max_ms: 120.0
+                },
+                SecondOfRun {
+                    start_us: 5_000_000,
+                    messages: 2,
+                    over_tail: 2,
+                    max_ms: 75.0
+                },
+            ]
+        );
+        // Asking for more seconds than are slow lists only the slow ones.
+        assert_eq!(slowest_seconds(&deliveries, 50.0, 10).len(), 3);
+        assert!(slowest_seconds(&deliveries, 500.0, 3).is_empty());
+    }
+
+    #[test]
+    fn a_delivery_measures_from_its_send_stamp_and_never_goes_negative() {
+        assert_eq!(Delivery::since(1_000, 3_500).latency_ms, 2.5);
+        assert_eq!(Delivery::since(5_000, 4_000).latency_ms, 0.0);
+        assert_eq!(utc_time(0), "00:00:00.000");
+        assert_eq!(utc_time(3_723_004), "01:02:03.004");
+    }
 }
