@@ -712,11 +712,21 @@ async fn a_reply_before_the_silent_turn_completes_leaves_the_customer_answered(b
         meta: None,
     };
 
+    // The insert reads who holds the conversation in the statement that locks it: the agent
+    // to show the message to, with no second read.
+    let (_, at_insert) = store
+        .insert_customer_message_with_state("conv-1", "are you there?", None)
+        .await
+        .expect("insert");
+    assert_eq!(at_insert.state, ConversationState::Assigned);
+    assert_eq!(at_insert.agent_id.as_deref(), Some("agent-maya"));
+
     let answered_message = insert("where is my parcel?").await;
     store
-        .insert_agent_reply("conv-1", &reply, 2_000)
+        .insert_agent_reply("conv-1", "agent-maya", &reply, 2_000)
         .await
-        .expect("reply");
+        .expect("reply")
+        .expect("maya holds the conversation");
     store
         .complete_turn(silent_turn(answered_message))
         .await
@@ -1516,9 +1526,10 @@ async fn an_agent_reply_is_stored_with_its_bookkeeping(backend: Backend) {
         meta: Some(serde_json::json!({"author": "Maya"})),
     };
     let stored = store
-        .insert_agent_reply("conv-1", &reply, 2_000)
+        .insert_agent_reply("conv-1", "agent-maya", &reply, 2_000)
         .await
-        .expect("reply");
+        .expect("reply")
+        .expect("maya holds the conversation");
     assert_eq!(
         (stored.role, stored.text.as_str()),
         (Role::Agent, "Hi, I'm Maya")
@@ -1528,12 +1539,29 @@ async fn an_agent_reply_is_stored_with_its_bookkeeping(backend: Backend) {
     let answered = handoff(&store, "conv-1").await;
     assert_eq!(answered.first_response_at, Some(2_000));
     assert_eq!(answered.waiting_since, None);
-    let missing = store.insert_agent_reply("conv-nobody", &reply, 3_000).await;
+    let missing = store
+        .insert_agent_reply("conv-nobody", "agent-maya", &reply, 3_000)
+        .await;
     assert!(
         matches!(missing, Err(StoreError::ConversationNotFound(_))),
         "{missing:?}"
     );
-    // Nothing was stored for the unknown conversation.
+
+    // Only the holder of an assigned conversation writes in it: checked when the reply commits,
+    // so a transfer or hand-back that lands first refuses the reply and stores nothing.
+    create_agent(&store, "agent-sam", 2).await;
+    let not_the_holder = store
+        .insert_agent_reply("conv-1", "agent-sam", &reply, 3_000)
+        .await
+        .expect("a refusal is not an error");
+    assert_eq!(not_the_holder, None);
+    assert!(release(&store, "conv-1", "agent-maya", Release::HandBack, 4_000).await);
+    let handed_back = store
+        .insert_agent_reply("conv-1", "agent-maya", &reply, 5_000)
+        .await
+        .expect("a refusal is not an error");
+    assert_eq!(handed_back, None);
+    // Neither refusal stored anything or touched the bookkeeping.
     assert_eq!(
         store
             .list_messages("conv-1", None, 100)
@@ -1541,6 +1569,10 @@ async fn an_agent_reply_is_stored_with_its_bookkeeping(backend: Backend) {
             .unwrap()
             .len(),
         1
+    );
+    assert_eq!(
+        handoff(&store, "conv-1").await.first_response_at,
+        Some(2_000)
     );
 }
 

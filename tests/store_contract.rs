@@ -377,36 +377,38 @@ async fn writes_to_an_unknown_conversation_are_refused(backend: Backend) {
 }
 
 /// The engine decides a turn from the state the insert returns (no separate read): it must be the
-/// conversation's state at that moment, for a new message and for a repeated one alike.
+/// conversation's state at that moment, for a new message and for a repeated one alike. (Who
+/// holds it is checked in the handoff store's contract, where agents exist.)
 async fn inserting_a_customer_message_reads_the_conversation_state(backend: Backend) {
     let store = backend.open().await;
     store
         .create_conversation("conv-1", "hash-1")
         .await
         .expect("create");
-    let (inserted, state) = store
+    let (inserted, conversation) = store
         .insert_customer_message_with_state("conv-1", "hello", Some("client-1"))
         .await
         .expect("insert");
     assert!(matches!(inserted, CustomerInsert::New(_)));
-    assert_eq!(state, ConversationState::Bot);
+    assert_eq!(conversation.state, ConversationState::Bot);
+    assert_eq!(conversation.agent_id, None);
 
     store
         .set_conversation_state("conv-1", ConversationState::Assigned)
         .await
         .expect("assign");
-    let (inserted, state) = store
+    let (inserted, conversation) = store
         .insert_customer_message_with_state("conv-1", "still there?", None)
         .await
         .expect("insert while assigned");
     assert!(matches!(inserted, CustomerInsert::New(_)));
-    assert_eq!(state, ConversationState::Assigned);
-    let (repeated, state) = store
+    assert_eq!(conversation.state, ConversationState::Assigned);
+    let (repeated, conversation) = store
         .insert_customer_message_with_state("conv-1", "hello", Some("client-1"))
         .await
         .expect("repeat");
     assert!(matches!(repeated, CustomerInsert::Existing(_)));
-    assert_eq!(state, ConversationState::Assigned);
+    assert_eq!(conversation.state, ConversationState::Assigned);
 
     let missing = store
         .insert_customer_message_with_state("conv-ghost", "hi", None)

@@ -337,13 +337,13 @@ impl Engine {
         client_message_id: Option<&str>,
         deltas: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Turn, EngineError> {
-        let (message, state) = match self
+        let (message, conversation) = match self
             .store
             .insert_customer_message_with_state(conversation_id, text, client_message_id)
             .await
         {
-            Ok((CustomerInsert::New(message), state)) => (message, state),
-            Ok((CustomerInsert::Existing(message), state)) => match &message.result {
+            Ok((CustomerInsert::New(message), conversation)) => (message, conversation),
+            Ok((CustomerInsert::Existing(message), conversation)) => match &message.result {
                 Some(result) => {
                     return serde_json::from_value(result.clone())
                         .map(Turn::Replayed)
@@ -351,13 +351,14 @@ impl Engine {
                 }
                 // The first attempt stored the message but never finished: finish it now, with
                 // the text as first stored.
-                None => (message, state),
+                None => (message, conversation),
             },
             Err(StoreError::ConversationNotFound(id)) => {
                 return Err(EngineError::ConversationNotFound(id))
             }
             Err(other) => return Err(other.into()),
         };
+        let state = conversation.state;
         let history = self.recent_history(conversation_id, message.id).await?;
         if state.human_owned() {
             // A person owns the conversation: record the message and say nothing. Only the
@@ -365,7 +366,9 @@ impl Engine {
             // The person sees the message as soon as it is stored, not after that reading.
             let listener = self.listener.read().clone();
             if let Some(listener) = listener {
-                listener.customer_message_stored(conversation_id).await;
+                listener
+                    .customer_message_stored(conversation_id, conversation.agent_id.as_deref())
+                    .await;
             }
             let mut understanding = match self.human_owned_reading {
                 HumanOwnedReading::Panel => self.read_for_agent_panel(&message.text).await?,

@@ -189,8 +189,9 @@ pub(super) enum Turn {
 pub trait TurnListener: Send + Sync {
     /// A customer's message in a conversation a person owns is stored (committed). The person
     /// can be shown it now: the bot only reads it silently (the agent panel's sentiment), and
-    /// that reading must not delay the message on its way to them.
-    async fn customer_message_stored(&self, _conversation_id: &str) {}
+    /// that reading must not delay the message on its way to them. `agent_id` is who held the
+    /// conversation when the message committed (none while it waits in the queue).
+    async fn customer_message_stored(&self, _conversation_id: &str, _agent_id: Option<&str>) {}
 
     async fn after_turn(&self, conversation_id: &str, result: &TurnResult);
 }

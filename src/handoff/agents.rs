@@ -163,6 +163,7 @@ impl HandoffService {
             .handoffs
             .insert_agent_reply(
                 conversation_id,
+                &agent.id,
                 &NewMessage {
                     role: Role::Agent,
                     text: text.to_string(),
@@ -172,7 +173,9 @@ impl HandoffService {
                 },
                 now,
             )
-            .await?;
+            .await?
+            // Transferred, released or handed back since `held_by` looked.
+            .ok_or_else(|| HandoffError::NotHeld(conversation_id.to_string()))?;
         if handoff.first_response_at.is_none() {
             if let Some(assigned_at) = handoff.assigned_at {
                 self.metrics
@@ -181,7 +184,10 @@ impl HandoffService {
             }
         }
         self.customer_typing_off(conversation_id, agent);
-        self.announce_messages(conversation_id).await?;
+        // The store checked, in the reply's own transaction, that this agent held the
+        // conversation when the reply committed: wake them without reading the handoff again.
+        self.hub.wake_customer(conversation_id);
+        self.hub.wake_agent(&agent.id, conversation_id);
         Ok(message)
     }
 

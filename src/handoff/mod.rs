@@ -350,10 +350,13 @@ impl HandoffService {
 
 #[async_trait]
 impl TurnListener for HandoffService {
-    async fn customer_message_stored(&self, conversation_id: &str) {
-        if let Err(err) = self.announce_messages(conversation_id).await {
-            // The message is stored; the agent's socket finds it at its next catch-up.
-            tracing::warn!(conversation_id, error = %err, "could not tell the agent of a customer message");
+    async fn customer_message_stored(&self, conversation_id: &str, agent_id: Option<&str>) {
+        // The holder was read in the insert's own transaction, so there is nothing to look up:
+        // should the conversation change hands after that commit, the new holder's context is
+        // read after it and includes the message.
+        self.hub.wake_customer(conversation_id);
+        if let Some(agent_id) = agent_id {
+            self.hub.wake_agent(agent_id, conversation_id);
         }
     }
 

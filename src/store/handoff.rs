@@ -269,13 +269,17 @@ pub trait HandoffStore: Send + Sync {
         now: Millis,
     ) -> Result<(), StoreError>;
     /// Store an agent's message and record the reply (as `record_agent_reply`) in one
-    /// transaction. Fails with `ConversationNotFound`.
+    /// transaction, if `agent_id` holds the conversation assigned when it commits; `None`, with
+    /// nothing stored, when it does not (transferred, released or handed back meanwhile). So the
+    /// writer is the holder every later reader sees with the message, and telling the holder
+    /// needs no second read. Fails with `ConversationNotFound`.
     async fn insert_agent_reply(
         &self,
         conversation_id: &str,
+        agent_id: &str,
         message: &super::NewMessage,
         now: Millis,
-    ) -> Result<super::MessageRecord, StoreError>;
+    ) -> Result<Option<super::MessageRecord>, StoreError>;
     /// The customer wrote while a human owns the conversation: sets `waiting_since` if unset.
     async fn record_customer_waiting(
         &self,

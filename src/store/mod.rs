@@ -31,6 +31,15 @@ pub enum CustomerInsert {
     Existing(MessageRecord),
 }
 
+/// The conversation as a customer message's insert found it, read in the statement that locks
+/// the conversation: what it was when the message committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationAtInsert {
+    pub state: ConversationState,
+    /// The agent it is offered to or assigned to, if any: the one to show the message to.
+    pub agent_id: Option<String>,
+}
+
 /// A message the system adds (bot reply, system notice).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewMessage {
@@ -161,15 +170,15 @@ pub trait Store: Send + Sync {
             .await?
             .0)
     }
-    /// As [`Store::insert_customer_message`], with the conversation's state as the insert found
-    /// it (read in the same statement that locks the conversation, so a turn needs no separate
-    /// read of the conversation: one round trip fewer per customer message).
+    /// As [`Store::insert_customer_message`], with the conversation's state and holder as the
+    /// insert found them (read in the same statement that locks the conversation, so neither the
+    /// turn nor telling the agent needs a separate read of the conversation).
     async fn insert_customer_message_with_state(
         &self,
         conversation_id: &str,
         text: &str,
         client_message_id: Option<&str>,
-    ) -> Result<(CustomerInsert, ConversationState), StoreError>;
+    ) -> Result<(CustomerInsert, ConversationAtInsert), StoreError>;
     /// Record a finished turn (understanding, result, bot reply, state, events) atomically. The
     /// state (and queue columns) change only if humans do not own the conversation at commit
     /// time: an agent who claimed or accepted it while the bot was thinking keeps it.

@@ -793,30 +793,33 @@ impl HandoffStore for SqlStore {
     async fn insert_agent_reply(
         &self,
         conversation_id: &str,
+        agent_id: &str,
         message: &NewMessage,
         now: Millis,
-    ) -> Result<MessageRecord, StoreError> {
+    ) -> Result<Option<MessageRecord>, StoreError> {
         const CONTEXT: &str = "storing an agent reply";
         let mut write = self.begin_write(CONTEXT).await?;
-        // The conversation row first, as everywhere: it also checks that the conversation exists.
+        // The conversation row first, as everywhere; it locks the row, so the holder checked
+        // here is the holder when the message commits.
         let recorded = sqlx::query(
             "UPDATE conversations SET first_response_at = COALESCE(first_response_at, $2), \
-             waiting_since = NULL, updated_at = $2 WHERE id = $1",
+             waiting_since = NULL, updated_at = $2 WHERE id = $1 AND agent_id = $3 AND state = $4",
         )
         .bind(conversation_id)
         .bind(now)
+        .bind(agent_id)
+        .bind(ConversationState::Assigned.as_str())
         .execute(write.connection())
         .await
         .context(CONTEXT)?;
         if recorded.rows_affected() == 0 {
-            return Err(StoreError::ConversationNotFound(
-                conversation_id.to_string(),
-            ));
+            refused(write.connection(), conversation_id, CONTEXT).await?;
+            return Ok(None);
         }
         let stored =
             super::insert_message_row(write.connection(), conversation_id, message, now).await?;
         write.commit(CONTEXT).await?;
-        Ok(stored)
+        Ok(Some(stored))
     }
 
     async fn record_customer_waiting(

@@ -29,8 +29,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    ConversationRecord, ConversationState, CustomerInsert, DocumentSummary, EventRecord,
-    MessageRecord, Millis, NewMessage, Role, Store, StoreError, TurnCompletion,
+    ConversationAtInsert, ConversationRecord, ConversationState, CustomerInsert, DocumentSummary,
+    EventRecord, MessageRecord, Millis, NewMessage, Role, Store, StoreError, TurnCompletion,
 };
 use crate::model::{Chunk, Document, DocumentKind};
 
@@ -372,23 +372,27 @@ async fn touch_conversation(
     Ok(())
 }
 
-/// [`touch_conversation`] that also returns the conversation's state, in the same statement.
+/// [`touch_conversation`] that also returns the conversation's state and holder, in the same
+/// statement.
 async fn touch_conversation_reading_state(
     connection: &mut AnyConnection,
     conversation_id: &str,
     now: Millis,
-) -> Result<ConversationState, StoreError> {
-    let state: Option<String> = sqlx::query_scalar(
-        "UPDATE conversations SET updated_at = $2 WHERE id = $1 RETURNING state",
+) -> Result<ConversationAtInsert, StoreError> {
+    let found: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE conversations SET updated_at = $2 WHERE id = $1 RETURNING state, agent_id",
     )
     .bind(conversation_id)
     .bind(now)
     .fetch_optional(connection)
     .await
     .context("updating a conversation")?;
-    let state =
-        state.ok_or_else(|| StoreError::ConversationNotFound(conversation_id.to_string()))?;
-    rows::conversation_state(conversation_id, &state)
+    let (state, agent_id) =
+        found.ok_or_else(|| StoreError::ConversationNotFound(conversation_id.to_string()))?;
+    Ok(ConversationAtInsert {
+        state: rows::conversation_state(conversation_id, &state)?,
+        agent_id,
+    })
 }
 
 async fn insert_message_row(
@@ -489,13 +493,13 @@ impl Store for SqlStore {
         conversation_id: &str,
         text: &str,
         client_message_id: Option<&str>,
-    ) -> Result<(CustomerInsert, ConversationState), StoreError> {
+    ) -> Result<(CustomerInsert, ConversationAtInsert), StoreError> {
         const CONTEXT: &str = "inserting a customer message";
         let now = now_millis();
         let mut write = self.begin_write(CONTEXT).await?;
         // Locks the conversation, so a racing duplicate waits here until this insert commits and
         // then finds it.
-        let state =
+        let conversation =
             touch_conversation_reading_state(write.connection(), conversation_id, now).await?;
         // ON CONFLICT is the backstop should a writer ever skip that lock: the unique index, not
         // the lock, is what guarantees a single row.
@@ -516,7 +520,7 @@ impl Store for SqlStore {
         if let Some(row) = inserted {
             let message = message_from_row(&row)?;
             write.commit(CONTEXT).await?;
-            return Ok((CustomerInsert::New(message), state));
+            return Ok((CustomerInsert::New(message), conversation));
         }
         // Only a repeated client_message_id conflicts (NULLs never do), so it is Some here.
         let existing = sqlx::query(concat!(
@@ -532,7 +536,7 @@ impl Store for SqlStore {
         // Dropping `write` rolls back the updated_at bump: a retry changes nothing.
         Ok((
             CustomerInsert::Existing(message_from_row(&existing)?),
-            state,
+            conversation,
         ))
     }
 
