@@ -191,6 +191,7 @@ async fn customer_turn(
     };
     store
         .complete_turn(TurnCompletion {
+            conversation_id: conversation_id.to_string(),
             customer_message_id: customer.id,
             understanding: json!({ "intent": "human_agent" }),
             result: json!({ "state": new_state.as_str() }),
@@ -683,6 +684,7 @@ async fn a_reply_before_the_silent_turn_completes_leaves_the_customer_answered(b
     queued(&store, "conv-1", 500).await;
     assert!(assign(&store, "conv-1", "agent-maya", 600).await);
     let silent_turn = |message_id: i64| TurnCompletion {
+        conversation_id: "conv-1".to_string(),
         customer_message_id: message_id,
         understanding: json!({ "sentiment": { "label": "neutral" } }),
         result: json!({ "state": "assigned" }),

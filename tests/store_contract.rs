@@ -52,12 +52,14 @@ fn system_notice(text: &str) -> NewMessage {
 }
 
 fn completion(
+    conversation_id: &str,
     customer_message_id: i64,
     reply: Option<&str>,
     new_state: ConversationState,
     events: Vec<(&str, serde_json::Value)>,
 ) -> TurnCompletion {
     TurnCompletion {
+        conversation_id: conversation_id.to_string(),
         customer_message_id,
         understanding: json!({"intent": "billing.refund", "confidence": 0.91}),
         result: json!({"reply": reply, "state": new_state.as_str()}),
@@ -501,6 +503,7 @@ async fn a_repeated_client_message_id_returns_the_stored_message(backend: Backen
 
     // Once the turn is complete, a retry carries its result.
     let turn = completion(
+        "conv-1",
         original.id,
         Some("Refund started."),
         ConversationState::Bot,
@@ -586,6 +589,7 @@ async fn complete_turn_writes_result_reply_state_and_events_together(backend: Ba
     );
 
     let turn = completion(
+        "conv-1",
         customer.id,
         Some("Connecting you to an agent."),
         ConversationState::Queued,
@@ -659,6 +663,7 @@ async fn complete_turn_writes_result_reply_state_and_events_together(backend: Ba
     );
     let no_reply = store
         .complete_turn(completion(
+            "conv-1",
             quiet.id,
             None,
             ConversationState::Queued,
@@ -690,6 +695,7 @@ async fn a_second_completion_of_a_turn_changes_nothing(backend: Backend) {
             .expect("insert"),
     );
     let first = completion(
+        "conv-1",
         customer.id,
         Some("Hello!"),
         ConversationState::Bot,
@@ -702,6 +708,7 @@ async fn a_second_completion_of_a_turn_changes_nothing(backend: Backend) {
 
     // A raced retry finishing second: it would change the state, reply and log, but must not.
     let mut second = completion(
+        "conv-1",
         customer.id,
         Some("Hello again!"),
         ConversationState::Resolved,
@@ -749,6 +756,7 @@ async fn complete_turn_requires_a_customer_message(backend: Backend) {
         .expect("create");
     let unknown = store
         .complete_turn(completion(
+            "conv-1",
             987_654,
             Some("?"),
             ConversationState::Bot,
@@ -766,6 +774,7 @@ async fn complete_turn_requires_a_customer_message(backend: Backend) {
         .expect("notice");
     let not_customer = store
         .complete_turn(completion(
+            "conv-1",
             notice.id,
             Some("?"),
             ConversationState::Bot,
@@ -776,9 +785,68 @@ async fn complete_turn_requires_a_customer_message(backend: Backend) {
         matches!(not_customer, Err(StoreError::MessageNotFound(id)) if id == notice.id),
         "{not_customer:?}"
     );
+
+    // The turn names its conversation: a customer message of another one is not found there,
+    // and an unknown conversation is reported as such. Neither writes anything.
+    store
+        .create_conversation("conv-2", "hash-2")
+        .await
+        .expect("create 2");
+    let elsewhere = match store
+        .insert_customer_message("conv-2", "hello from two", None)
+        .await
+        .expect("insert in conv-2")
+    {
+        CustomerInsert::New(message) => message,
+        CustomerInsert::Existing(message) => panic!("expected a new message: {message:?}"),
+    };
+    let wrong_conversation = store
+        .complete_turn(completion(
+            "conv-1",
+            elsewhere.id,
+            Some("?"),
+            ConversationState::Resolved,
+            vec![],
+        ))
+        .await;
+    assert!(
+        matches!(wrong_conversation, Err(StoreError::MessageNotFound(id)) if id == elsewhere.id),
+        "{wrong_conversation:?}"
+    );
+    let no_conversation = store
+        .complete_turn(completion(
+            "conv-nobody",
+            elsewhere.id,
+            Some("?"),
+            ConversationState::Bot,
+            vec![],
+        ))
+        .await;
+    assert!(
+        matches!(no_conversation, Err(StoreError::ConversationNotFound(_))),
+        "{no_conversation:?}"
+    );
+    assert_eq!(
+        store
+            .get_conversation("conv-1")
+            .await
+            .expect("read")
+            .expect("conv-1")
+            .state,
+        ConversationState::Bot,
+        "the refused turn's state change was rolled back"
+    );
     assert_eq!(
         store
             .list_messages("conv-1", None, 100)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .list_messages("conv-2", None, 100)
             .await
             .expect("list")
             .len(),
@@ -810,6 +878,7 @@ async fn readers_never_see_a_half_completed_turn(backend: Backend) {
                 );
                 store
                     .complete_turn(completion(
+                        "conv-1",
                         customer.id,
                         Some(&format!("answer {turn}")),
                         ConversationState::Bot,
@@ -1270,6 +1339,7 @@ async fn data_survives_closing_and_reopening_the_store(backend: Backend) {
             .expect("insert"),
     );
     let turn = completion(
+        "conv-1",
         customer.id,
         Some("I will."),
         ConversationState::Queued,
@@ -1369,6 +1439,7 @@ async fn concurrent_writers_all_succeed(backend: Backend) {
                     .unwrap_or_else(|error| panic!("writer {writer} event: {error}"));
                 store
                     .complete_turn(completion(
+                        &conversation_id,
                         customer.id,
                         Some(&format!("reply {writer}")),
                         ConversationState::Bot,

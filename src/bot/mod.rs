@@ -540,6 +540,7 @@ impl Engine {
         // The store writes the reply's id into the stored result (`reply_message_id`), so a
         // retried POST gets exactly what this one returns.
         let completion = TurnCompletion {
+            conversation_id: conversation_id.to_string(),
             customer_message_id: message_id,
             understanding: serde_json::to_value(&result.understanding)
                 .map_err(|e| EngineError::CorruptResult(message_id, e.to_string()))?,

@@ -63,6 +63,8 @@ impl NewMessage {
 /// Everything a finished customer turn writes, applied in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnCompletion {
+    /// The conversation of the customer message (the caller knows it: no read to find it).
+    pub conversation_id: String,
     pub customer_message_id: i64,
     pub understanding: serde_json::Value,
     /// When `reply` is stored, its message id is added to this object as `reply_message_id`.
@@ -183,8 +185,9 @@ pub trait Store: Send + Sync {
     /// state (and queue columns) change only if humans do not own the conversation at commit
     /// time: an agent who claimed or accepted it while the bot was thinking keeps it.
     /// Returns the stored bot reply, if any. Fails with `MessageNotFound` when the id is not a
-    /// customer message and with `TurnAlreadyCompleted` when its turn was completed before, so a
-    /// raced retry cannot add a second reply.
+    /// customer message of `turn.conversation_id`, with `ConversationNotFound` when there is no
+    /// such conversation, and with `TurnAlreadyCompleted` when its turn was completed before, so
+    /// a raced retry cannot add a second reply. A failure writes nothing.
     async fn complete_turn(
         &self,
         turn: TurnCompletion,

@@ -547,20 +547,14 @@ impl Store for SqlStore {
         const CONTEXT: &str = "completing a turn";
         let now = now_millis();
         let mut write = self.begin_write(CONTEXT).await?;
-        let conversation_id: Option<String> =
-            sqlx::query_scalar("SELECT conversation_id FROM messages WHERE id = $1 AND role = $2")
-                .bind(turn.customer_message_id)
-                .bind(Role::Customer.as_str())
-                .fetch_optional(write.connection())
-                .await
-                .context(CONTEXT)?;
-        let conversation_id =
-            conversation_id.ok_or(StoreError::MessageNotFound(turn.customer_message_id))?;
+        let conversation_id = turn.conversation_id.as_str();
         // The conversation row first (its first statement bumps `updated_at`), as in every other
         // write, so that lock order is the same everywhere and transactions cannot deadlock.
+        // Whether the message is a customer message of this conversation is checked when its
+        // result is written below; a refusal there rolls this back.
         handoff::apply_turn_state(
             write.connection(),
-            &conversation_id,
+            conversation_id,
             turn.customer_message_id,
             turn.new_state,
             turn.enqueue.as_ref(),
@@ -571,7 +565,7 @@ impl Store for SqlStore {
         // same `reply_message_id` the first one did.
         let reply = match &turn.reply {
             Some(reply) => {
-                Some(insert_message_row(write.connection(), &conversation_id, reply, now).await?)
+                Some(insert_message_row(write.connection(), conversation_id, reply, now).await?)
             }
             None => None,
         };
@@ -580,23 +574,39 @@ impl Store for SqlStore {
             object.insert("reply_message_id".into(), serde_json::Value::from(reply.id));
         }
         let completed = sqlx::query(
-            "UPDATE messages SET understanding = $2, result = $3 WHERE id = $1 AND result IS NULL",
+            "UPDATE messages SET understanding = $2, result = $3 \
+             WHERE id = $1 AND conversation_id = $4 AND role = $5 AND result IS NULL",
         )
         .bind(turn.customer_message_id)
         .bind(turn.understanding.to_string())
         .bind(result.to_string())
+        .bind(conversation_id)
+        .bind(Role::Customer.as_str())
         .execute(write.connection())
         .await
         .context(CONTEXT)?;
         if completed.rows_affected() == 0 {
-            // Dropping `write` rolls back the state change and the reply above.
-            return Err(StoreError::TurnAlreadyCompleted(turn.customer_message_id));
+            // Dropping `write` rolls back the state change and the reply above. Only this
+            // refusal reads the message, to say which one it is.
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE id = $1 AND conversation_id = $2 AND role = $3",
+            )
+            .bind(turn.customer_message_id)
+            .bind(conversation_id)
+            .bind(Role::Customer.as_str())
+            .fetch_optional(write.connection())
+            .await
+            .context(CONTEXT)?;
+            return Err(match exists {
+                Some(_) => StoreError::TurnAlreadyCompleted(turn.customer_message_id),
+                None => StoreError::MessageNotFound(turn.customer_message_id),
+            });
         }
         for (kind, payload) in &turn.events {
             sqlx::query(
                 "INSERT INTO events (conversation_id, kind, payload, created_at) VALUES ($1, $2, $3, $4)",
             )
-            .bind(&conversation_id)
+            .bind(conversation_id)
             .bind(kind.as_str())
             .bind(payload.to_string())
             .bind(now)
