@@ -792,14 +792,12 @@ async fn complete_turn_requires_a_customer_message(backend: Backend) {
         .create_conversation("conv-2", "hash-2")
         .await
         .expect("create 2");
-    let elsewhere = match store
-        .insert_customer_message("conv-2", "hello from two", None)
-        .await
-        .expect("insert in conv-2")
-    {
-        CustomerInsert::New(message) => message,
-        CustomerInsert::Existing(message) => panic!("expected a new message: {message:?}"),
-    };
+    let elsewhere = new_message(
+        store
+            .insert_customer_message("conv-2", "hello from two", None)
+            .await
+            .expect("insert in conv-2"),
+    );
     let wrong_conversation = store
         .complete_turn(completion(
             "conv-1",

@@ -159,11 +159,29 @@ fn cpu_used(before: Option<f64>, after: Option<f64>, elapsed: f64) -> Option<(f6
 }
 
 /// Microseconds since the run started; stamps travel inside message texts.
-struct Stopwatch(Instant);
+struct Stopwatch {
+    started: Instant,
+    /// The wall-clock time of `started`, to tell when a stamp was (Unix milliseconds).
+    started_unix_ms: i64,
+}
 
 impl Stopwatch {
+    fn start() -> Self {
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
+        Self {
+            started: Instant::now(),
+            started_unix_ms,
+        }
+    }
+
     fn now(&self) -> u64 {
-        self.0.elapsed().as_micros() as u64
+        self.started.elapsed().as_micros() as u64
+    }
+
+    fn unix_ms(&self, stamp_us: u64) -> i64 {
+        self.started_unix_ms + (stamp_us / 1000) as i64
     }
 }
 
@@ -250,7 +268,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         .as_deref()
         .map_or(base.clone(), |url| url.trim_end_matches('/').to_string());
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let clock = Arc::new(Stopwatch(Instant::now()));
+    let clock = Arc::new(Stopwatch::start());
     let capacity = args.customers.div_ceil(args.agents.max(1)).max(1) as i64;
 
     // Agents.
@@ -283,12 +301,12 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         agent_tokens.push(login["token"].as_str().unwrap_or_default().to_string());
     }
     let assigned = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let to_agent_us = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let to_agent_log = Arc::new(Mutex::new(Vec::<Delivery>::new()));
     let mut agent_tasks = Vec::new();
     for (index, token) in agent_tokens.iter().enumerate() {
         let mut socket = connect(&agent_base, "/v1/agents/ws", token).await?;
         let assigned = assigned.clone();
-        let latencies = to_agent_us.clone();
+        let latencies = to_agent_log.clone();
         let clock = clock.clone();
         agent_tasks.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
@@ -384,19 +402,15 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let rss_after = args.server_pid.and_then(process::resident_kib);
     println!("{} customer sockets open", sockets.len());
 
-    let to_customer_us = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let to_customer_log = Arc::new(Mutex::new(Vec::<Delivery>::new()));
     let server_cpu_before = args.server_pid.and_then(process::cpu_seconds);
     let server_switches_before = args.server_pid.and_then(process::context_switches);
     let own_cpu_before = process::cpu_seconds(std::process::id());
     let started = Instant::now();
-    let talk_started_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    let talk_started_stamp_us = clock.now();
     let mut talks = Vec::new();
     for (index, mut socket) in sockets.into_iter().enumerate() {
         let clock = clock.clone();
-        let latencies = to_customer_us.clone();
+        let latencies = to_customer_log.clone();
         let messages = args.messages;
         let pace = args.pace_ms;
         // Spread the starts evenly over one pace interval.
@@ -470,8 +484,8 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     for task in agent_tasks {
         task.abort();
     }
-    let to_agent_deliveries = to_agent_us.lock().clone();
-    let to_customer_deliveries = to_customer_us.lock().clone();
+    let to_agent_deliveries = std::mem::take(&mut *to_agent_log.lock());
+    let to_customer_deliveries = std::mem::take(&mut *to_customer_log.lock());
     let to_agent = LatencySummary::from_millis(latencies_ms(&to_agent_deliveries));
     let to_customer = LatencySummary::from_millis(latencies_ms(&to_customer_deliveries));
     let delivered = to_agent.samples + to_customer.samples;
@@ -496,7 +510,6 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     );
     // Where the tail sits in time: one slow second (a stalled disk, a pause) makes the whole p99
     // of a short run, and its wall-clock time is what to look for in the server's log.
-    let stopwatch_zero_unix_ms = talk_started_unix_ms as i64 - talk_started_stamp_us as i64 / 1000;
     for (direction, deliveries) in [
         ("customer -> agent", &to_agent_deliveries),
         ("agent -> customer", &to_customer_deliveries),
@@ -504,7 +517,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         for second in slowest_seconds(deliveries, TAIL_MS, 3) {
             println!(
                 "  slowest second {direction}: {} UTC, {} messages sent, {} over {TAIL_MS} ms, max {:.1} ms",
-                utc_time(stopwatch_zero_unix_ms + second.start_us as i64 / 1000),
+                utc_time(clock.unix_ms(second.start_us)),
                 second.messages,
                 second.over_tail,
                 second.max_ms
