@@ -22,7 +22,7 @@ turns them into a models folder for `baton --models ... eval intents` (the figur
 and Baton's own threshold rule; evals/RESULTS.md, "Stop 31").
 
     python3 -m venv ../venvs/tune
-    ../venvs/tune/bin/pip install -r models/sentiment/requirements.txt scikit-learn
+    ../venvs/tune/bin/pip install -r models/sentiment/requirements.txt scikit-learn pyyaml
     ../venvs/tune/bin/python evals/probes/tune_encoder/tune.py --per-intent 10 --seed 0 --loss pairs \
         --epochs 4 --lr 2e-5 --save ../cache/s0.safetensors --write-data ../cache/s0-data
     evals/probes/tune_encoder/models.sh ../cache/s0.safetensors ../cache/s0-models
