@@ -82,7 +82,8 @@ class Layer(nn.Module):
 
 
 class SentimentModel(nn.Module):
-    def __init__(self, cfg, layers, p=0.1):
+    def __init__(self, cfg, layers, p=0.1, head=True):
+        """`head=False` leaves out the classification head (a bare encoder, for other probes)."""
         super().__init__()
         h = cfg["hidden_size"]
         self.word = nn.Embedding(cfg["vocab_size"], h)
@@ -92,7 +93,8 @@ class SentimentModel(nn.Module):
         self.drop = nn.Dropout(p)
         self.layers = nn.ModuleList(
             Layer(h, cfg["num_attention_heads"], cfg["intermediate_size"], p) for _ in range(layers))
-        self.head = nn.Linear(h, len(LABELS))
+        if head:
+            self.head = nn.Linear(h, len(LABELS))
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         s = input_ids.shape[1]
@@ -107,22 +109,29 @@ class SentimentModel(nn.Module):
         return self.head(self.drop(pooled))
 
 
+def base_names(layers):
+    """Our parameter name -> the base model's safetensors name, for the first `layers` layers."""
+    names = {
+        "word.weight": "embeddings.word_embeddings.weight",
+        "pos.weight": "embeddings.position_embeddings.weight",
+        "ttype.weight": "embeddings.token_type_embeddings.weight",
+        "ln.weight": "embeddings.LayerNorm.weight",
+        "ln.bias": "embeddings.LayerNorm.bias",
+    }
+    per_layer = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                 "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
+                 "fc1": "intermediate.dense", "fc2": "output.dense", "ln2": "output.LayerNorm"}
+    for i in range(layers):
+        for ours, theirs in per_layer.items():
+            for w in ("weight", "bias"):
+                names[f"layers.{i}.{ours}.{w}"] = f"encoder.layer.{i}.{theirs}.{w}"
+    return names
+
+
 def load_base(model, layers):
     st = load_file(str(BASE / "model.safetensors"))
-    sd = {
-        "word.weight": st["embeddings.word_embeddings.weight"],
-        "pos.weight": st["embeddings.position_embeddings.weight"],
-        "ttype.weight": st["embeddings.token_type_embeddings.weight"],
-        "ln.weight": st["embeddings.LayerNorm.weight"],
-        "ln.bias": st["embeddings.LayerNorm.bias"],
-    }
-    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
-             "fc1": "intermediate.dense", "fc2": "output.dense", "ln2": "output.LayerNorm"}
-    for i in range(layers):  # keep the first `layers` layers of the base
-        for ours, theirs in names.items():
-            for w in ("weight", "bias"):
-                sd[f"layers.{i}.{ours}.{w}"] = st[f"encoder.layer.{i}.{theirs}.{w}"]
+    # keep the first `layers` layers of the base
+    sd = {ours: st[theirs] for ours, theirs in base_names(layers).items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
 

@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "models/sentiment"))
-from train import BASE, Layer, batches_by_length, make_tokenizer, pad  # noqa: E402
+from train import BASE, SentimentModel, base_names, batches_by_length, make_tokenizer, pad  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=str(REPO.parent / "shared/data"))
@@ -71,17 +71,11 @@ torch.manual_seed(args.seed)
 rng = np.random.default_rng(args.seed)
 
 
-class Encoder(nn.Module):
+class Encoder(SentimentModel):
+    """All six layers of the base, no head; returns the features Baton's classifier reads."""
+
     def __init__(self, cfg, p=0.1):
-        super().__init__()
-        h = cfg["hidden_size"]
-        self.word = nn.Embedding(cfg["vocab_size"], h)
-        self.pos = nn.Embedding(cfg["max_position_embeddings"], h)
-        self.ttype = nn.Embedding(cfg["type_vocab_size"], h)
-        self.ln = nn.LayerNorm(h, eps=1e-12)
-        self.drop = nn.Dropout(p)
-        self.layers = nn.ModuleList(
-            Layer(h, cfg["num_attention_heads"], cfg["intermediate_size"], p) for _ in range(6))
+        super().__init__(cfg, 6, p, head=False)
 
     def forward(self, ids, mask):
         s = ids.shape[1]
@@ -105,29 +99,11 @@ class Encoder(nn.Module):
         return torch.cat([F.normalize(last, dim=-1), F.normalize(l4, dim=-1)], -1) / math.sqrt(2)
 
 
-NAMES = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-         "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
-         "fc1": "intermediate.dense", "fc2": "output.dense", "ln2": "output.LayerNorm"}
-TOP = {"word.weight": "embeddings.word_embeddings.weight",
-       "pos.weight": "embeddings.position_embeddings.weight",
-       "ttype.weight": "embeddings.token_type_embeddings.weight",
-       "ln.weight": "embeddings.LayerNorm.weight", "ln.bias": "embeddings.LayerNorm.bias"}
-
-
-def mapping():
-    out = dict(TOP)
-    for i in range(6):
-        for ours, theirs in NAMES.items():
-            for w in ("weight", "bias"):
-                out[f"layers.{i}.{ours}.{w}"] = f"encoder.layer.{i}.{theirs}.{w}"
-    return out
-
-
 def load():
     cfg = json.load(open(BASE / "config.json"))
     model = Encoder(cfg)
     st = load_file(str(BASE / "model.safetensors"))
-    model.load_state_dict({ours: st[theirs] for ours, theirs in mapping().items()})
+    model.load_state_dict({ours: st[theirs] for ours, theirs in base_names(6).items()})
     return model, st
 
 
@@ -229,6 +205,17 @@ def main():
         by_class = [np.flatnonzero(y == k) for k in range(len(intents))]
         pairable = [k for k in range(len(intents)) if len(by_class[k]) >= 2]
         pair_batch = min(args.batch, len(pairable))
+        def learn(loss):
+            nonlocal step
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 50 == 0 or step == total:
+                print(f"step {step}/{total} loss {loss.item():.4f} {time.time() - started:.0f}s", flush=True)
+
         while args.loss == "pairs" and step < total:
             model.train()
             chosen = rng.choice(pairable, pair_batch, replace=False)
@@ -238,29 +225,13 @@ def main():
             x = model(ids, mask) * math.sqrt(2)
             sims = args.scale * x[:pair_batch] @ x[pair_batch:].T
             target = torch.arange(pair_batch)
-            loss = (F.cross_entropy(sims, target) + F.cross_entropy(sims.T, target)) / 2
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 50 == 0 or step == total:
-                print(f"step {step}/{total} loss {loss.item():.4f} {time.time() - started:.0f}s", flush=True)
+            learn((F.cross_entropy(sims, target) + F.cross_entropy(sims.T, target)) / 2)
         while args.loss == "classes" and step < total:
             model.train()
             for b in batches_by_length(len(seqs), lengths, args.batch, rng):
                 ids, mask, _ = (torch.from_numpy(a) for a in pad([seqs[i] for i in b]))
                 logits = args.scale * model(ids, mask) @ F.normalize(head, dim=-1).T * math.sqrt(2)
-                loss = F.cross_entropy(logits, torch.from_numpy(y[b]), label_smoothing=args.smoothing)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                if step % 50 == 0 or step == total:
-                    print(f"step {step}/{total} loss {loss.item():.4f} {time.time() - started:.0f}s", flush=True)
+                learn(F.cross_entropy(logits, torch.from_numpy(y[b]), label_smoothing=args.smoothing))
                 if step >= total:
                     break
 
@@ -287,7 +258,7 @@ def save(model, base):
     if args.save:
         sd = model.state_dict()
         out = dict(base)
-        for ours, theirs in mapping().items():
+        for ours, theirs in base_names(6).items():
             out[theirs] = sd[ours].contiguous()
         save_file(out, args.save)
         print(f"saved {args.save}")
