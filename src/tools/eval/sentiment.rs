@@ -157,7 +157,7 @@ pub async fn evaluate(
     let encoder = start_encoder(settings)?;
     if !encoder.has_sentiment() {
         return Err(EvalError::Pipeline(
-            "no sentiment model: models/SHA256SUMS does not list sentiment/sentiment-int8.onnx"
+            "no sentiment model: models/SHA256SUMS does not list site/baton_sentiment/sentiment-int8.onnx"
                 .into(),
         ));
     }
