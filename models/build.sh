@@ -2,7 +2,7 @@
 # Builds, from the installed packages in SITE (models/setup.sh passes its fresh site.tmp), the files
 # Baton loads that no package ships as they are: the encoder computing in int8 (see
 # encoder/quantize.py), and the committed sentiment model with its attention fused into ONNX
-# Runtime's MultiHeadAttention (encoder/fusion.py). The pinned Python packages it needs are in
+# Runtime's QAttention (encoder/fusion.py). The pinned Python packages it needs are in
 # requirements.txt.
 set -euo pipefail
 site=${1:?usage: build.sh SITE}
