@@ -5,11 +5,11 @@ Each transformer layer's attention core, exported as some twenty small nodes bet
 projections and the output projection (reshapes, transposes, scaling, masking, softmax), becomes
 one ONNX Runtime node with the three projections inside it: for the encoder, `Attention` (which
 quantize_dynamic makes QAttention); for the sentiment model, committed already quantised,
-`QAttention` built from its quantised projections. The encoder's erf GELUs (five nodes each, which ONNX Runtime's own optimiser does not
-fuse in this export) become one `Gelu` node each. The arithmetic is the same: the fp32 encoder's
-outputs agree within 2e-6, and the int8 sentiment model's logits on the 12,284 TweetEval test
-tweets are bit for bit those of the committed file. At one short message per run, the number of nodes
-is much of the time (evals/RESULTS.md, stop 33).
+`QAttention` built from its quantised projections. The encoder's erf GELUs (five nodes each, which
+ONNX Runtime's own optimiser does not fuse in this export) become one `Gelu` node each. The
+arithmetic is the same: the fp32 encoder's outputs agree within 2e-6, and the int8 sentiment
+model's logits on the 12,284 TweetEval test tweets are bit for bit those of the committed file.
+At one short message per run, the number of nodes is much of the time (evals/RESULTS.md, stop 33).
 
 Used by encoder/quantize.py on the fp32 graph before quantisation, and on its own for the
 sentiment model, which is committed already quantised:
@@ -67,7 +67,9 @@ def same_outputs(before: onnx.ModelProto, after: onnx.ModelProto, tolerance: flo
     if worst > tolerance:
         sys.exit(f"{what}: the fused graph's outputs differ by {worst} (more than {tolerance})")
 
+
 def links(graph: onnx.GraphProto):
+    """Which node produces each value, and which nodes read it."""
     producer = {output: node for node in graph.node for output in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -94,6 +96,7 @@ def drop_dead_nodes(model: onnx.ModelProto) -> None:
 
 
 def bias_add(graph: onnx.GraphProto, suffix: str) -> list[onnx.NodeProto]:
+    """The Add nodes that add a bias whose initializer name ends with `suffix`, in graph order."""
     return [node for node in graph.node
             if node.op_type == "Add" and any(name.endswith(suffix) for name in node.input)]
 
