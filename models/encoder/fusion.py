@@ -95,6 +95,29 @@ def drop_dead_nodes(model: onnx.ModelProto) -> None:
     graph.initializer.extend(kept)
 
 
+def declare_onnx_runtime_ops(model: onnx.ModelProto) -> None:
+    """The fused nodes are ONNX Runtime's own (domain com.microsoft): the model must import it."""
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
+def mask_as_int32() -> onnx.NodeProto:
+    """The attention mask as the fused attention nodes read it (int32, [batch, sequence])."""
+    return onnx.helper.make_node("Cast", ["attention_mask"], ["attention_mask_int32"],
+                                 to=onnx.TensorProto.INT32, name="attention_mask_int32")
+
+
+def finish_attention_fusion(model: onnx.ModelProto, mask: onnx.NodeProto) -> None:
+    """After the fused nodes are in: the mask's cast first, the operator domain declared, the old
+    cores (now read by nothing) dropped, and a stop if any of their operators is left."""
+    model.graph.node.insert(0, mask)
+    declare_onnx_runtime_ops(model)
+    drop_dead_nodes(model)
+    left = [node.op_type for node in model.graph.node if node.op_type in ("Softmax", "Transpose", "IsNaN")]
+    if left:
+        sys.exit(f"attention fusion left {left} behind")
+
+
 def bias_add(graph: onnx.GraphProto, suffix: str) -> list[onnx.NodeProto]:
     """The Add nodes that add a bias whose initializer name ends with `suffix`, in graph order."""
     return [node for node in graph.node
@@ -122,8 +145,7 @@ def fuse_attention(model: onnx.ModelProto) -> None:
     outputs = bias_add(graph, "attention.output.dense.bias")
     if not len(queries) == len(keys) == len(values) == len(outputs) == 6:
         sys.exit(f"expected 6 attention layers, found {len(queries)} / {len(keys)} / {len(values)} / {len(outputs)}")
-    mask = onnx.helper.make_node("Cast", ["attention_mask"], ["attention_mask_int32"],
-                                 to=onnx.TensorProto.INT32, name="attention_mask_int32")
+    mask = mask_as_int32()
     fused = []
     for layer, (query, key, value, output_add) in enumerate(zip(queries, keys, values, outputs)):
         # The head size: the last entry of the shape Q is reshaped to ([batch, sequence, -1, 32]).
@@ -162,13 +184,7 @@ def fuse_attention(model: onnx.ModelProto) -> None:
         projection.input[0] = attended
     for projection, attention in fused:
         graph.node.insert(list(graph.node).index(projection), attention)
-    graph.node.insert(0, mask)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    drop_dead_nodes(model)
-    left = [node.op_type for node in graph.node if node.op_type in ("Softmax", "Transpose", "IsNaN")]
-    if left:
-        sys.exit(f"attention fusion left {left} behind")
+    finish_attention_fusion(model, mask)
 
 
 def fuse_gelu(model: onnx.ModelProto) -> None:
@@ -201,6 +217,7 @@ def fuse_gelu(model: onnx.ModelProto) -> None:
             graph.node.remove(node)
         graph.node.insert(position, onnx.helper.make_node(
             "Gelu", [x], [times_x.output[0]], domain="com.microsoft", name=f"{erf.name}_gelu"))
+    declare_onnx_runtime_ops(model)
     drop_dead_nodes(model)
 
 
@@ -244,8 +261,7 @@ def fuse_sentiment_attention(model: onnx.ModelProto) -> None:
     layers = sorted({node.name.split("/")[1] for node in graph.node if node.name.startswith("/layers.")})
     if not layers:
         sys.exit("no /layers.N/ nodes: not the sentiment model's export")
-    mask = onnx.helper.make_node("Cast", ["attention_mask"], ["attention_mask_int32"],
-                                 to=onnx.TensorProto.INT32, name="attention_mask_int32")
+    mask = mask_as_int32()
     fused = []
     for layer in layers:
         try:
@@ -290,13 +306,7 @@ def fuse_sentiment_attention(model: onnx.ModelProto) -> None:
         position = list(graph.node).index(merged)
         graph.node.remove(merged)
         graph.node.insert(position, attention)
-    graph.node.insert(0, mask)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    drop_dead_nodes(model)
-    left = [node.op_type for node in graph.node if node.op_type in ("Softmax", "Transpose")]
-    if left:
-        sys.exit(f"attention fusion left {left} behind")
+    finish_attention_fusion(model, mask)
 
 
 def main() -> None:
