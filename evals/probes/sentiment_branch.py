@@ -107,16 +107,8 @@ def padf(feats):
     return torch.from_numpy(x), torch.from_numpy(mask)
 
 
-@torch.no_grad()
 def logits_of(model, feats, bs=128):
-    model.eval()
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
-    out = np.zeros((len(feats), 3), dtype=np.float32)
-    for j in range(0, len(order), bs):
-        b = order[j:j + bs]
-        x, m = padf([feats[i] for i in b])
-        out[b] = model(x, m).numpy()
-    return out
+    return T.outputs_in_length_order(model, feats, 3, padf, bs)
 
 
 tr, tr_y, _ = trunk_features("train")

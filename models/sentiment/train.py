@@ -199,16 +199,28 @@ def fmt(m):
             f"recall {['%.3f' % r for r in m['recall']]}")
 
 
+def padded_tensors(seqs):
+    """`pad` as torch tensors: input ids, attention mask, token types."""
+    return [torch.from_numpy(a) for a in pad(seqs)]
+
+
 @torch.no_grad()
-def torch_logits(model, seqs, bs=128):
+def outputs_in_length_order(model, seqs, width, collate, bs=128):
+    """`model`'s outputs ([len(seqs), width]) for `seqs`, in their order, computed without
+    gradients in batches of similar length (little padding); `collate` turns a batch of
+    sequences into the model's arguments. Also used by evals/probes (sentiment_branch.py,
+    tune_encoder/tune.py)."""
     model.eval()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = np.zeros((len(seqs), 3), dtype=np.float32)
+    out = np.zeros((len(seqs), width), dtype=np.float32)
     for j in range(0, len(order), bs):
         b = order[j: j + bs]
-        ids, mask, tt = (torch.from_numpy(a) for a in pad([seqs[i] for i in b]))
-        out[b] = model(ids, mask, tt).numpy()
+        out[b] = model(*collate([seqs[i] for i in b])).numpy()
     return out
+
+
+def torch_logits(model, seqs, bs=128):
+    return outputs_in_length_order(model, seqs, 3, padded_tensors, bs)
 
 
 def ort_logits(sess, seqs, bs=64):
@@ -267,7 +279,7 @@ def train(args, cfg, tok, work):
         model.train()
         running = 0.0
         for bi, b in enumerate(batches_by_length(len(tr), lengths, args.batch, rng)):
-            ids, mask, tt = (torch.from_numpy(a) for a in pad([tr[i] for i in b]))
+            ids, mask, tt = padded_tensors([tr[i] for i in b])
             loss = loss_fn(model(ids, mask, tt), torch.from_numpy(tr_y[b]))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -44,7 +44,8 @@ from sklearn.linear_model import LogisticRegression
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "models/sentiment"))
-from train import BASE, SentimentModel, base_names, batches_by_length, make_tokenizer, pad  # noqa: E402
+from train import (BASE, SentimentModel, base_names, batches_by_length, make_tokenizer,  # noqa: E402
+                   outputs_in_length_order, padded_tensors)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=str(REPO.parent / "shared/data"))
@@ -107,16 +108,9 @@ def load():
     return model, st
 
 
-@torch.no_grad()
 def features(model, seqs, bs=128):
-    model.eval()
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = np.zeros((len(seqs), 768), dtype=np.float32)
-    for c in range(0, len(order), bs):
-        b = order[c: c + bs]
-        ids, mask, _ = (torch.from_numpy(a) for a in pad([seqs[i] for i in b]))
-        out[b] = model(ids, mask).numpy()
-    return out
+    # The encoder reads ids and mask (its token types are all 0).
+    return outputs_in_length_order(model, seqs, 768, lambda b: padded_tensors(b)[:2], bs)
 
 
 def select(data):
@@ -221,7 +215,7 @@ def main():
             chosen = rng.choice(pairable, pair_batch, replace=False)
             pairs = [rng.choice(by_class[k], 2, replace=False) for k in chosen]
             b = [p[0] for p in pairs] + [p[1] for p in pairs]
-            ids, mask, _ = (torch.from_numpy(a) for a in pad([seqs[i] for i in b]))
+            ids, mask, _ = padded_tensors([seqs[i] for i in b])
             x = model(ids, mask) * math.sqrt(2)
             sims = args.scale * x[:pair_batch] @ x[pair_batch:].T
             target = torch.arange(pair_batch)
@@ -229,7 +223,7 @@ def main():
         while args.loss == "classes" and step < total:
             model.train()
             for b in batches_by_length(len(seqs), lengths, args.batch, rng):
-                ids, mask, _ = (torch.from_numpy(a) for a in pad([seqs[i] for i in b]))
+                ids, mask, _ = padded_tensors([seqs[i] for i in b])
                 logits = args.scale * model(ids, mask) @ F.normalize(head, dim=-1).T * math.sqrt(2)
                 learn(F.cross_entropy(logits, torch.from_numpy(y[b]), label_smoothing=args.smoothing))
                 if step >= total:
