@@ -2,14 +2,14 @@
 //!
 //! The binary (`src/main.rs`) is a thin shell over this library. Read the modules bottom-up, as
 //! the layers run (tests/house.rs checks that imports only run down them):
-//! `model` (documents, chunks, conversations) -> `assets`, `privacy` (masking) -> `index` (vector
-//! index trait; Qdrant Edge and a Qdrant server), `metrics` -> `nlp` (encoder, intents,
-//! classifier, frustration, keywords) -> `store` (SQL persistence) -> `knowledge` (loaders,
-//! chunking, ingestion, retrieval) -> `config` -> `limits`, `telemetry`, `templates` -> `bot`
-//! (one customer turn: understanding, policy, reply) -> `handoff` (the human side) -> `cluster`
-//! (several instances on PostgreSQL) -> `state` (what the server serves from) -> `http` (axum:
-//! translation only) -> `app` (assembly, background work) -> `tools` (eval, bench, loadtest:
-//! apart from the product) -> `cli`.
+//! `model` (documents, chunks, conversations), `cpu` (where CPU-bound work runs) -> `assets`,
+//! `privacy` (masking) -> `index` (vector index trait; Qdrant Edge and a Qdrant server), `metrics`
+//! -> `nlp` (encoder, intents, classifier, frustration, keywords) -> `store` (SQL persistence) ->
+//! `knowledge` (loaders, chunking, ingestion, retrieval) -> `config` -> `limits`, `telemetry`,
+//! `templates` -> `bot` (one customer turn: understanding, policy, reply) -> `handoff` (the human
+//! side) -> `cluster` (several instances on PostgreSQL) -> `state` (what the server serves from)
+//! -> `http` (axum: translation only) -> `app` (assembly, background work) -> `tools` (eval,
+//! bench, loadtest: apart from the product) -> `cli`.
 
 pub mod app;
 pub mod assets;
@@ -17,6 +17,7 @@ pub mod bot;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod cpu;
 pub mod handoff;
 pub mod http;
 pub mod index;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Bottom to top. A module may import only modules of a lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["model"],
+    &["model", "cpu"],
     &["assets", "privacy"],
     &["index", "metrics"],
     &["nlp"],

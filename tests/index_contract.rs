@@ -41,6 +41,16 @@ async fn open_edge_indexed() -> Option<TestIndex> {
     Some(open_edge_with(EdgeIndexSettings {
         indexing_threshold_kb: Some(1),
         full_scan_threshold_kb: Some(1),
+        ..EdgeIndexSettings::default()
+    }))
+}
+
+/// Edge with every read sent to the blocking pool, as on a shard too large to search inline: the
+/// default settings read a small shard on the caller's thread.
+async fn open_edge_reading_on_the_pool() -> Option<TestIndex> {
+    Some(open_edge_with(EdgeIndexSettings {
+        inline_read_chunk_limit: Some(0),
+        ..EdgeIndexSettings::default()
     }))
 }
 
@@ -816,6 +826,10 @@ macro_rules! backend_contract {
 
 backend_contract!(edge, super::open_edge);
 backend_contract!(edge_indexed, super::open_edge_indexed);
+backend_contract!(
+    edge_reading_on_the_pool,
+    super::open_edge_reading_on_the_pool
+);
 backend_contract!(qdrant_server, super::open_qdrant_server);
 
 // ---------------------------------------------------------------------------------------------

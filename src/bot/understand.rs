@@ -106,13 +106,13 @@ impl Engine {
     }
 
     /// The message's intent, with the time it took. The neighbour search over every example is
-    /// CPU work that grows with the intents file, so it runs on the blocking pool rather than
-    /// stalling the runtime.
+    /// CPU work that grows with the intents file: a small file's runs here, a large one's on the
+    /// blocking pool rather than stalling the runtime (`crate::cpu`).
     async fn classify(&self, features: IntentFeatures) -> Result<(IntentResult, f64), EngineError> {
         let started = Instant::now();
         let recognizer = self.intents();
         let settings = self.intent_settings.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::cpu::run(recognizer.classifies_inline(), move || {
             recognizer.classify(&features, settings.alternatives, settings.oos_threshold)
         })
         .await

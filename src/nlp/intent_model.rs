@@ -276,6 +276,12 @@ impl IntentRecognizer {
         })
     }
 
+    /// Whether one classification is small enough to run on the async runtime rather than on
+    /// the blocking pool (`crate::cpu`): a few hundred examples are; CLINC150's 15,000 are not.
+    pub fn classifies_inline(&self) -> bool {
+        self.model.multiply_adds_per_prediction() <= crate::cpu::INLINE_BUDGET_MULTIPLY_ADDS
+    }
+
     /// The normalised mean embedding of an intent's examples.
     pub fn centroid(&self, name: &str) -> Option<&Embedding> {
         let index = self.file.intents.iter().position(|i| i.name == name)?;

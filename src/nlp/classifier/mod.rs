@@ -406,6 +406,14 @@ impl IntentModel {
         self.stored.bias.len()
     }
 
+    /// The multiply-adds one prediction costs: the linear layer, the prototypes when they are
+    /// used, and the neighbour similarity to every stored example. What decides whether a
+    /// prediction is small enough to run on the async runtime (`crate::cpu`).
+    pub fn multiply_adds_per_prediction(&self) -> usize {
+        let stored = &self.stored;
+        stored.weights.len() + stored.prototypes.len() + stored.reference.len()
+    }
+
     fn raw_scores(&self, queries: &UnitRows) -> RawScores {
         let stored = &self.stored;
         let mut logits = linear_logits(
