@@ -182,10 +182,14 @@ async fn demo_conversations_keep_their_decisions_and_handoffs() {
 /// (0.864) still pass: one more lost turn passes, two fail. One turn sits right at a threshold
 /// ("can someone from your team look at it?", 0.8002 against 0.80), and when it flips the turn
 /// after it flips too: that would now fail, as it should, since it would take the decisions below
-/// issue 12's aim of 90% (handoff recall: 85%).
-const FLOOR_DECISION_ACCURACY: f64 = 0.905;
+/// issue 12's aim of 90% (handoff recall: 85%). Since stop 34, 0.931 / 0.893 / 0.955: a section
+/// whose answer is "contact our team in chat" hands off once its article has been given, which
+/// gives "hub offline after a new router" its third and fourth turns back; the floor returns to
+/// where stop 27 left it (one more lost turn passes), and handoff recall's to 0.90 (21 of 22
+/// required handoffs made: one more lost passes, two fail).
+const FLOOR_DECISION_ACCURACY: f64 = 0.92;
 const FLOOR_HANDOFF_PRECISION: f64 = 0.84;
-const FLOOR_HANDOFF_RECALL: f64 = 0.86;
+const FLOOR_HANDOFF_RECALL: f64 = 0.90;
 
 /// Every 10th TweetEval test tweet (1,229 of 12,284) through the shipped sentiment model: a
 /// model file, tokenizer or truncation change that costs quality fails here (the exact outputs

@@ -1,5 +1,6 @@
 //! What the conversation so far tells about the message at hand: the question a follow-up leans
-//! on, failed turns in a row, answers already given, and the turns the frustration model reads.
+//! on, failed turns in a row, answers already given (and from which article), and the turns the
+//! frustration model reads.
 
 use super::*;
 
@@ -96,6 +97,48 @@ pub(super) fn answered_with(history: &[MessageRecord], chunk_id: &str) -> bool {
     })
 }
 
+/// Whether a bot reply in the history answered from this document (replies stored before the
+/// document was recorded count as not).
+pub(super) fn answered_from_document(history: &[MessageRecord], document_id: &str) -> bool {
+    history.iter().any(|m| {
+        m.role == Role::Bot
+            && m.meta
+                .as_ref()
+                .and_then(|meta| meta.get("document_id"))
+                .and_then(|d| d.as_str())
+                == Some(document_id)
+    })
+}
+
+/// A section whose answer is to contact the team ("Still offline: contact our technical team in
+/// chat") is its article's last resort: until the customer has had an answer from that article,
+/// the best other section goes first (the referral right after it), so "thermostat offline since
+/// yesterday" gets the checks and "did all that, still offline" gets a person. Returns whether
+/// the order changed.
+pub(super) fn last_resort_sections_last(
+    hits: &mut Vec<KnowledgeHit>,
+    history: &[MessageRecord],
+) -> bool {
+    let Some(best) = hits.first() else {
+        return false;
+    };
+    if !refers_to_a_person(&best.chunk.text)
+        || answered_from_document(history, &best.chunk.document_id)
+    {
+        return false;
+    }
+    let Some(first_answer) = hits
+        .iter()
+        .position(|hit| !refers_to_a_person(&hit.chunk.text))
+    else {
+        // Every section found sends the customer to the team: that is the answer.
+        return false;
+    };
+    let referral = hits.remove(0);
+    hits.insert(first_answer, referral);
+    true
+}
+
 /// Earlier turns as the frustration model sees them: customer messages with their stored
 /// sentiment, bot replies marked failed when the bot had to clarify.
 pub(super) fn frustration_history(history: &[MessageRecord]) -> Vec<HistoryTurn> {
@@ -145,6 +188,92 @@ mod tests {
         ] {
             assert!(!looks_like_follow_up(text), "{text}");
         }
+    }
+
+    fn section(document_id: &str, heading: &str, text: &str) -> KnowledgeHit {
+        KnowledgeHit {
+            chunk: crate::model::Chunk {
+                id: format!("{document_id}/{heading}"),
+                document_id: document_id.into(),
+                ordinal: 0,
+                title: "Device offline".into(),
+                heading_path: vec![heading.into()],
+                text: text.into(),
+                question: None,
+                source: format!("{document_id}.md"),
+                url: None,
+                content_hash: String::new(),
+            },
+            score: 0.7,
+            keyword_score: None,
+            fused: 0.7,
+        }
+    }
+
+    fn bot_answer_from(document_id: &str) -> MessageRecord {
+        MessageRecord {
+            role: Role::Bot,
+            meta: Some(serde_json::json!({ "decision": "answer", "document_id": document_id })),
+            ..customer("here is how", serde_json::json!({}), None)
+        }
+    }
+
+    fn headings(hits: &[KnowledgeHit]) -> Vec<&str> {
+        hits.iter()
+            .map(|hit| hit.chunk.heading_path[0].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_contact_the_team_section_waits_until_its_article_has_been_given() {
+        let found = || {
+            vec![
+                section(
+                    "offline",
+                    "Still offline",
+                    "Contact our technical team in chat.",
+                ),
+                section("offline", "Weak signal", "Move the router closer."),
+                section("offline", "Quick checks", "1. Check the power."),
+            ]
+        };
+        // First time: the checks come first, the referral right after the best of them.
+        let mut hits = found();
+        assert!(last_resort_sections_last(&mut hits, &[]));
+        assert_eq!(
+            headings(&hits),
+            ["Weak signal", "Still offline", "Quick checks"]
+        );
+        // The article (or another) already answered: the referral stays first, as found, only
+        // when it was this article.
+        let mut hits = found();
+        assert!(!last_resort_sections_last(
+            &mut hits,
+            &[bot_answer_from("offline")]
+        ));
+        assert_eq!(headings(&hits)[0], "Still offline");
+        let mut hits = found();
+        assert!(last_resort_sections_last(
+            &mut hits,
+            &[bot_answer_from("billing")]
+        ));
+        assert_eq!(headings(&hits)[0], "Weak signal");
+        // Nothing but referrals: that is the answer, as found.
+        let mut hits = vec![
+            section(
+                "2fa",
+                "Lost your phone",
+                "Contact our accounts team in chat or by email.",
+            ),
+            section(
+                "2fa",
+                "Still stuck",
+                "Chat with our team from the Help button.",
+            ),
+        ];
+        assert!(!last_resort_sections_last(&mut hits, &[]));
+        assert_eq!(headings(&hits), ["Lost your phone", "Still stuck"]);
+        assert!(!last_resort_sections_last(&mut Vec::new(), &[]));
     }
 
     fn customer(text: &str, result: serde_json::Value, rewritten: Option<&str>) -> MessageRecord {

@@ -23,7 +23,7 @@ use crate::bot::policy::{
 };
 use crate::config::{HumanOwnedReading, IntentSettings};
 use crate::index::IndexError;
-use crate::knowledge::retrieval::{KnowledgeHit, Retriever};
+use crate::knowledge::retrieval::{refers_to_a_person, KnowledgeHit, Retriever};
 use crate::metrics::Metrics;
 use crate::nlp::classifier::ClassifierError;
 use crate::nlp::encoder::{EncoderError, EncoderPool};
@@ -50,7 +50,7 @@ pub use types::*;
 
 use history::{
     answered_with, consecutive_failures, follow_up_context, frustration_history,
-    looks_like_follow_up,
+    last_resort_sections_last, looks_like_follow_up,
 };
 use reply::{knowledge_ref, silent_decision, source_of};
 
@@ -420,6 +420,9 @@ impl Engine {
                 .retain(|hit| !answered_with(&history, &hit.chunk.id));
             detail.understanding.knowledge = detail.hits.iter().map(knowledge_ref).collect();
         }
+        if last_resort_sections_last(&mut detail.hits, &history) {
+            detail.understanding.knowledge = detail.hits.iter().map(knowledge_ref).collect();
+        }
         let policy_input = PolicyInput {
             intent: detail
                 .understanding
@@ -441,6 +444,10 @@ impl Engine {
             best_knowledge_score: detail.hits.first().map(|hit| hit.score),
             frustration: detail.understanding.frustration.as_ref().map(|f| f.score),
             uncovered: !detail.understanding.uncovered_terms.is_empty(),
+            best_knowledge_refers_to_a_person: detail
+                .hits
+                .first()
+                .is_some_and(|best| refers_to_a_person(&best.chunk.text)),
         };
         let view = ConversationView {
             consecutive_failures: consecutive_failures(&history),
@@ -556,6 +563,10 @@ impl Engine {
                     // Which chunk answered, so the bot notices when it would repeat itself.
                     "chunk_id": (decision.kind == DecisionKind::Answer)
                         .then(|| result.understanding.knowledge.first().map(|k| k.chunk_id.clone()))
+                        .flatten(),
+                    // And from which document, so a "contact our team" section waits its turn.
+                    "document_id": (decision.kind == DecisionKind::Answer)
+                        .then(|| result.understanding.knowledge.first().map(|k| k.document_id.clone()))
                         .flatten(),
                 })),
                 ..NewMessage::default()

@@ -8,9 +8,10 @@
 //! 3. small talk with a fixed reply (`small_talk`);
 //! 4. a message that is out of scope and matches no knowledge (`out_of_scope`, `no_knowledge`);
 //! 5. two intents too close to tell apart (`ambiguous_intent`, clarify);
-//! 6. knowledge strong enough to answer (`knowledge_match`), middling (`weak_knowledge`, clarify
-//!    with the top articles) or missing (`no_knowledge`, with `low_confidence` when the intent was
-//!    unsure too, handoff);
+//! 6. knowledge strong enough to answer (`knowledge_match`; a handoff, `article_refers_to_person`,
+//!    when the answer is to contact the team), middling (`weak_knowledge`, clarify with the top
+//!    articles) or missing (`no_knowledge`, with `low_confidence` when the intent was unsure too,
+//!    handoff);
 //!
 //! A clarify that would be the second failed turn in a row becomes a handoff (`repeated_failure`).
 
@@ -73,6 +74,8 @@ pub enum Reason {
     /// The question turns on something the business never mentions (not in its intents nor its
     /// knowledge base): the closest article would answer another question.
     NotCovered,
+    /// The best article's answer is to contact the team: in this chat, that is a person.
+    ArticleRefersToPerson,
 }
 
 impl Reason {
@@ -93,10 +96,11 @@ impl Reason {
             Reason::LlmDeclined => "llm_declined",
             Reason::LlmUnavailable => "llm_unavailable",
             Reason::NotCovered => "not_covered",
+            Reason::ArticleRefersToPerson => "article_refers_to_person",
         }
     }
 
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::ExplicitRequest,
         Reason::IntentRequiresHuman,
         Reason::OutOfScope,
@@ -112,6 +116,7 @@ impl Reason {
         Reason::LlmDeclined,
         Reason::LlmUnavailable,
         Reason::NotCovered,
+        Reason::ArticleRefersToPerson,
     ];
 }
 
@@ -139,6 +144,8 @@ pub struct PolicyInput {
     pub frustration: Option<f32>,
     /// The question turns on words the business never uses (`Understanding::uncovered_terms`).
     pub uncovered: bool,
+    /// The best knowledge chunk's answer is to contact the team (`retrieval::refers_to_a_person`).
+    pub best_knowledge_refers_to_a_person: bool,
 }
 
 /// The conversation so far, as far as the policy cares.
@@ -284,6 +291,11 @@ impl Policy {
         if knowledge >= settings.answer_min_score
             || (sure_of_intent && knowledge >= settings.clarify_min_score)
         {
+            // "Contact our team in chat" said in the chat itself sends the customer nowhere: the
+            // person it names is who a handoff reaches.
+            if input.best_knowledge_refers_to_a_person && !bot_only {
+                return handoff(vec![Reason::ArticleRefersToPerson]);
+            }
             return decision(DecisionKind::Answer, vec![Reason::KnowledgeMatch], None);
         }
         if knowledge >= settings.clarify_min_score {
@@ -342,6 +354,7 @@ mod tests {
             best_knowledge_score: knowledge,
             frustration: None,
             uncovered: false,
+            best_knowledge_refers_to_a_person: false,
         }
     }
 
@@ -353,6 +366,38 @@ mod tests {
         consecutive_failures: 0,
         answer_already_given: false,
     };
+
+    #[test]
+    fn an_answer_that_is_to_contact_the_team_is_a_handoff() {
+        let referral = |intent_view| PolicyInput {
+            best_knowledge_refers_to_a_person: true,
+            ..input(Some(intent_view), Some(0.8))
+        };
+        let d = policy().decide(
+            &referral(intent("device_offline", 0.9, HandoffMode::Auto)),
+            FIRST_TURN,
+        );
+        assert_eq!(d.kind, DecisionKind::Handoff);
+        assert_eq!(d.reasons, vec![Reason::ArticleRefersToPerson]);
+        // An intent the bot must keep answers, as it would any article.
+        let d = policy().decide(
+            &referral(intent("faq_only", 0.9, HandoffMode::Never)),
+            FIRST_TURN,
+        );
+        assert_eq!(d.reasons, vec![Reason::KnowledgeMatch]);
+        // Only an answer turns into a handoff: a middling match still asks.
+        let d = policy().decide(
+            &PolicyInput {
+                best_knowledge_refers_to_a_person: true,
+                ..input(
+                    Some(intent("device_offline", 0.4, HandoffMode::Auto)),
+                    Some(0.5),
+                )
+            },
+            FIRST_TURN,
+        );
+        assert_eq!(d.kind, DecisionKind::Clarify);
+    }
 
     #[test]
     fn questions_about_what_the_business_never_mentions_go_to_a_person() {

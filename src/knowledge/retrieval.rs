@@ -190,6 +190,37 @@ fn has_numbered_steps(text: &str) -> bool {
         == 2
 }
 
+/// Whether a section's answer is to go to a person: its first sentence sends the reader to the
+/// team ("Contact our technical team in chat.", "Contact us with your order number and a photo",
+/// "Chat with our team"). In a chat with the bot, that person is who a handoff reaches.
+pub fn refers_to_a_person(text: &str) -> bool {
+    let first_sentence = text
+        .trim_start()
+        .split(['.', '!', '?', '\n', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    let words: Vec<&str> = first_sentence
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty() && !word.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let words = match words.first() {
+        Some(&"please") => &words[1..],
+        _ => &words[..],
+    };
+    let names_the_team = |rest: &[&str]| {
+        rest.iter()
+            .take(4)
+            .any(|word| matches!(*word, "us" | "team" | "support" | "agent" | "person"))
+    };
+    match words {
+        ["contact", rest @ ..] => names_the_team(rest),
+        ["chat" | "talk" | "speak", "with" | "to", rest @ ..] => names_the_team(rest),
+        ["ask", "our", rest @ ..] => names_the_team(rest),
+        _ => false,
+    }
+}
+
 /// A candidate ranked before its chunk is read.
 #[derive(Debug, Clone, PartialEq)]
 struct RankedId {
@@ -320,6 +351,32 @@ mod tests {
         // No dense candidates at all: the keyword match scores zero on the cosine scale.
         let ranked = fuse(Vec::new(), vec![scored("k", 2.0)], 0.05, 5);
         assert_eq!(ranked[0].score, 0.0);
+    }
+
+    #[test]
+    fn sections_that_send_the_reader_to_the_team_are_recognised() {
+        for text in [
+            "Contact our technical team in chat. Tell us the device and what you tried.",
+            "Contact us with your order number and a photo of the item.",
+            "**Contact us in chat and ask about an unauthorised charge.** We look at it first.",
+            "Please contact our support team: they can verify your identity.",
+            "Chat with our team from the Help button in the app.",
+            "Talk to a person in our billing team.",
+            "Ask our billing team in chat to re-issue the invoice.",
+        ] {
+            assert!(refers_to_a_person(text), "{text}");
+        }
+        for text in [
+            // The referral is not the section's answer, only one of its later steps.
+            "Restart the router first. If that fails, contact our team in chat.",
+            "1. Check the power. 2. Contact us if the light stays off.",
+            "Contact details are on your invoice.",
+            "Contact lenses are not something we sell.",
+            "Our team is open Monday to Friday.",
+            "",
+        ] {
+            assert!(!refers_to_a_person(text), "{text}");
+        }
     }
 
     #[test]
