@@ -444,3 +444,17 @@ fn all_single_example_intents_fall_back_to_the_default_threshold() {
         assert_eq!(fitted.model.predict(embedding).unwrap().top().0, label);
     }
 }
+
+#[test]
+fn the_cost_of_a_prediction_counts_the_weights_and_every_stored_example() {
+    // 4 intents x 20 examples: the linear layer (DIM x 4 outputs) and the neighbour search over
+    // the 80 examples. What decides whether a classification runs inline (`crate::cpu`).
+    let (embeddings, labels) = clusters(4, 20, 0.2, 1);
+    let class_names = names(4);
+    let model = train(
+        &in_scope_set(&embeddings, &labels, &class_names),
+        &quick_options(),
+    )
+    .unwrap();
+    assert_eq!(model.multiply_adds_per_prediction(), DIM * 4 + DIM * 80);
+}
