@@ -87,26 +87,24 @@ pub(super) fn consecutive_failures(history: &[MessageRecord]) -> u32 {
 
 /// Whether a bot reply in the history answered with this chunk.
 pub(super) fn answered_with(history: &[MessageRecord], chunk_id: &str) -> bool {
-    history.iter().any(|m| {
-        m.role == Role::Bot
-            && m.meta
-                .as_ref()
-                .and_then(|meta| meta.get("chunk_id"))
-                .and_then(|c| c.as_str())
-                == Some(chunk_id)
-    })
+    bot_reply_recorded(history, "chunk_id", chunk_id)
 }
 
 /// Whether a bot reply in the history answered from this document (replies stored before the
 /// document was recorded count as not).
 pub(super) fn answered_from_document(history: &[MessageRecord], document_id: &str) -> bool {
+    bot_reply_recorded(history, "document_id", document_id)
+}
+
+/// Whether a bot reply in the history recorded `value` under `key` in its meta.
+fn bot_reply_recorded(history: &[MessageRecord], key: &str, value: &str) -> bool {
     history.iter().any(|m| {
         m.role == Role::Bot
             && m.meta
                 .as_ref()
-                .and_then(|meta| meta.get("document_id"))
-                .and_then(|d| d.as_str())
-                == Some(document_id)
+                .and_then(|meta| meta.get(key))
+                .and_then(|recorded| recorded.as_str())
+                == Some(value)
     })
 }
 

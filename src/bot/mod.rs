@@ -544,6 +544,10 @@ impl Engine {
                 ));
             }
         }
+        // The knowledge an answer was given from, recorded with the reply.
+        let answered_from = (decision.kind == DecisionKind::Answer)
+            .then(|| result.understanding.knowledge.first())
+            .flatten();
         // The store writes the reply's id into the stored result (`reply_message_id`), so a
         // retried POST gets exactly what this one returns.
         let completion = TurnCompletion {
@@ -561,13 +565,9 @@ impl Engine {
                     "sources": reply.sources,
                     "options": reply.options,
                     // Which chunk answered, so the bot notices when it would repeat itself.
-                    "chunk_id": (decision.kind == DecisionKind::Answer)
-                        .then(|| result.understanding.knowledge.first().map(|k| k.chunk_id.clone()))
-                        .flatten(),
+                    "chunk_id": answered_from.map(|k| k.chunk_id.clone()),
                     // And from which document, so a "contact our team" section waits its turn.
-                    "document_id": (decision.kind == DecisionKind::Answer)
-                        .then(|| result.understanding.knowledge.first().map(|k| k.document_id.clone()))
-                        .flatten(),
+                    "document_id": answered_from.map(|k| k.document_id.clone()),
                 })),
                 ..NewMessage::default()
             }),
