@@ -15,7 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// The most multiply-adds of plain `f32` arithmetic run inline: about 0.1 ms here. Measured at
 /// stop 34 (release build, 2-core machine): the demo's intent classifier, 603 examples of 768
 /// features, 488,000 multiply-adds a message, took 0.11 ms in the server's intent stage, so an
-/// intents file of up to about 650 examples classifies inline; CLINC150's 15,000 go to the pool.
+/// intents file of up to about 650 examples classifies without the pool (since stop 35 on the
+/// encoder thread, beside the knowledge search); CLINC150's 15,000 go to the pool.
 pub const INLINE_BUDGET_MULTIPLY_ADDS: usize = 500_000;
 
 /// Work that panicked: the panic's message.

@@ -741,6 +741,50 @@ async fn understand(app: &TestApp, text: &str) -> Value {
     response.json::<Value>().await.unwrap()
 }
 
+/// The demo's classifier is small enough to run on the encoder thread beside the knowledge
+/// search; an intents file too large for that (more multiply-adds than `cpu::INLINE_BUDGET_*`)
+/// classifies on the blocking pool beside the search instead. Both read messages alike.
+#[tokio::test]
+async fn small_and_large_intents_files_both_classify_beside_the_search() {
+    let app = spawn_app().await;
+    assert!(app.state.engine.intents().classifies_inline());
+    let order = understand(&app, "where is my order??").await;
+    assert_eq!(order["intent"]["name"], "order_status", "{order}");
+    assert!(
+        order["timings"]["intent_ms"].as_f64().unwrap() > 0.0,
+        "{order}"
+    );
+    assert_eq!(order["knowledge"][0]["source"], "faq.yaml", "{order}");
+    app.stop().await;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(common::app::repo().join("knowledge/intents.yaml")).unwrap();
+    let stock_examples: Vec<String> = (0..700)
+        .map(|i| format!("      - \"is catalogue item number {i} in stock\""))
+        .collect();
+    let large = demo.replacen(
+        "intents:\n",
+        &format!(
+            "intents:\n  - name: stock_question\n    examples:\n{}\n",
+            stock_examples.join("\n")
+        ),
+        1,
+    );
+    let intents = scratch.path().join("intents.yaml");
+    std::fs::write(&intents, large).unwrap();
+    let data = scratch.path().join("data");
+    let mut settings = test_settings(&data);
+    settings.intents.file = intents;
+    let app = spawn_with(settings).await;
+    assert!(!app.state.engine.intents().classifies_inline());
+    let order = understand(&app, "where is my order??").await;
+    assert_eq!(order["intent"]["name"], "order_status", "{order}");
+    assert_eq!(order["knowledge"][0]["source"], "faq.yaml", "{order}");
+    let stock = understand(&app, "is catalogue item number 9000 in stock").await;
+    assert_eq!(stock["intent"]["name"], "stock_question", "{stock}");
+    app.stop().await;
+}
+
 /// A question asking how to do something finds the section written as numbered steps first,
 /// although a short section sharing its words ("Put a Sensor back in pairing mode") scores as
 /// high; a question that asks for no procedure keeps the plain ranking.

@@ -30,9 +30,14 @@ pub struct KnowledgeRef {
 /// Milliseconds spent per stage of understanding.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
+    /// Until the embedding and the sentiment are back from the encoder workers.
     pub encoder_ms: f64,
+    /// The intent classification itself. It runs beside the retrieval (on the encoder thread
+    /// for a small intents file, on the blocking pool for a large one), so the two overlap.
     pub intent_ms: f64,
+    /// The knowledge search, from the embedding to the ranked chunks.
     pub retrieval_ms: f64,
+    /// The whole reading.
     pub total_ms: f64,
 }
 

@@ -38,7 +38,31 @@ impl Engine {
         // ms against 2.34-2.54 ms; nor did starting the keyword search beside the encoder: it
         // takes a core from the two models.)
         let without_unfamiliar = text_without(text, &spelling.unfamiliar);
-        let (analysis, reduced) = tokio::join!(self.encoder.analyze(text), async {
+        // A small intent classifier runs on the encoder thread as soon as the features exist,
+        // while this task searches the knowledge base: run in turn, on one thread, the two took
+        // 0.3-0.4 ms of the reading (`timings`, evals/RESULTS.md, stop 35). A large one goes
+        // to the blocking pool below, beside the search, as before.
+        let recognizer = self.intents();
+        let (on_encoder_thread, classified_on_encoder) = if recognizer.classifies_inline() {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let settings = self.intent_settings.clone();
+            let classify = move |features: &IntentFeatures| {
+                let started = Instant::now();
+                let result =
+                    recognizer.classify(features, settings.alternatives, settings.oos_threshold);
+                let _ = sender.send((result, ms(started)));
+            };
+            (Some(classify), Some(receiver))
+        } else {
+            (None, None)
+        };
+        let analysis = async {
+            match on_encoder_thread {
+                Some(classify) => self.encoder.analyze_then(text, classify).await,
+                None => self.encoder.analyze(text).await,
+            }
+        };
+        let (analysis, reduced) = tokio::join!(analysis, async {
             match &without_unfamiliar {
                 Some(without) => self.encoder.embed(without).await.map(Some),
                 None => Ok(None),
@@ -54,10 +78,20 @@ impl Engine {
             Some(reduced) => uncovered_terms(&embedding, &reduced, &spelling.unfamiliar),
             None => Vec::new(),
         };
-        let (classified, retrieved) = tokio::join!(
-            self.classify(intent_features),
-            self.retrieve(text, &embedding)
-        );
+        let classified = async {
+            match classified_on_encoder {
+                Some(receiver) => {
+                    let (result, classify_ms) = receiver.await.map_err(|_| {
+                        ClassifierError::InvalidOption(
+                            "classification on the encoder thread failed".into(),
+                        )
+                    })?;
+                    Ok((result?, classify_ms))
+                }
+                None => self.classify(intent_features).await,
+            }
+        };
+        let (classified, retrieved) = tokio::join!(classified, self.retrieve(text, &embedding));
         let (intent, intent_ms) = classified?;
         let (hits, retrieval_ms) = retrieved?;
         self.metrics.observe_stage("intent", intent_ms / 1000.0);

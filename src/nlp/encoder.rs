@@ -557,12 +557,18 @@ fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EncoderEr
         .map_err(|e| tokenizer_error(e.to_string()))?;
     Ok(tokenizer)
 }
+/// Work a caller hands the encoder thread with a text's [`IntentFeatures`], run there once the
+/// text's analysis has been sent back (see [`EncoderPool::analyze_then`]).
+pub type FeaturesFollowUp = Box<dyn FnOnce(&IntentFeatures) + Send>;
+
 /// One request to the worker threads: texts to embed (and classify) and where to send the result.
 struct EmbedJob {
     texts: Vec<String>,
     sentiment: bool,
     embedding: bool,
     reply: oneshot::Sender<Result<Vec<Analysis>, EncoderError>>,
+    /// Only on a job of one text with `embedding`: run on the worker after `reply` is sent.
+    follow_up: Option<FeaturesFollowUp>,
 }
 
 /// Counters the metrics endpoint and benchmarks read.
@@ -698,6 +704,38 @@ impl EncoderPool {
         analyses.pop().ok_or(EncoderError::WorkersGone)
     }
 
+    /// [`EncoderPool::analyze`], and then `follow_up` with the text's intent features, run on the
+    /// encoder thread that computed them right after it has sent the analysis back. The caller
+    /// can then work on the embedding (retrieval) while the thread works on the features (intent
+    /// classification): side by side, without a hop to another thread. `follow_up` must be small
+    /// (it holds up that worker's next model run) and report through a channel of its own; if it
+    /// panics, the worker carries on and the channel's sender is dropped. It does not run when
+    /// the analysis fails.
+    pub async fn analyze_then(
+        &self,
+        text: &str,
+        follow_up: impl FnOnce(&IntentFeatures) + Send + 'static,
+    ) -> Result<Analysis, EncoderError> {
+        let texts = vec![text.to_string()];
+        let follow_up: FeaturesFollowUp = Box::new(follow_up);
+        let mut analyses = if !self.has_sentiment || self.workers < 2 {
+            self.submit_job(texts, self.has_sentiment, true, Some(follow_up))
+                .await?
+        } else {
+            let (mut embedded, sentiments) = tokio::try_join!(
+                self.submit_job(texts.clone(), false, true, Some(follow_up)),
+                self.submit(texts, true, false)
+            )?;
+            if let (Some(analysis), Some(scored)) =
+                (embedded.first_mut(), sentiments.into_iter().next())
+            {
+                analysis.sentiment = scored.sentiment;
+            }
+            embedded
+        };
+        analyses.pop().ok_or(EncoderError::WorkersGone)
+    }
+
     /// [`EncoderPool::analyze`] for many texts (evaluations), in order.
     pub async fn analyze_many(&self, texts: Vec<String>) -> Result<Vec<Analysis>, EncoderError> {
         if !self.has_sentiment || self.workers < 2 {
@@ -747,15 +785,27 @@ impl EncoderPool {
         sentiment: bool,
         embedding: bool,
     ) -> Result<Vec<Analysis>, EncoderError> {
+        self.submit_job(texts, sentiment, embedding, None).await
+    }
+
+    async fn submit_job(
+        &self,
+        texts: Vec<String>,
+        sentiment: bool,
+        embedding: bool,
+        follow_up: Option<FeaturesFollowUp>,
+    ) -> Result<Vec<Analysis>, EncoderError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        debug_assert!(follow_up.is_none() || (texts.len() == 1 && embedding));
         let (reply, result) = oneshot::channel();
         let job = EmbedJob {
             texts,
             sentiment,
             embedding,
             reply,
+            follow_up,
         };
         // `send` blocks only while the bounded queue is full; do that waiting off the runtime.
         let jobs = self.jobs.clone();
@@ -829,10 +879,21 @@ fn run_worker(
         record(&stats, texts.len(), started.elapsed());
         match result {
             Ok(mut analyses) => {
-                // Hand each job its slice, in order.
+                // Hand each job its slice, in order; follow-ups run once every reply is out.
+                let mut follow_ups = Vec::new();
                 for job in batch.into_iter().rev() {
                     let tail = analyses.split_off(analyses.len() - job.texts.len());
+                    if let (Some(follow_up), Some(analysis)) = (job.follow_up, tail.first()) {
+                        follow_ups.push((follow_up, analysis.intent_features.clone()));
+                    }
                     let _ = job.reply.send(Ok(tail));
+                }
+                for (follow_up, features) in follow_ups.into_iter().rev() {
+                    // A panic stays in the follow-up (its channel reports it to its caller);
+                    // the worker goes on to the next job.
+                    if let Err(panic) = crate::cpu::run_inline(|| follow_up(&features)) {
+                        tracing::warn!(error = %panic, "encoder follow-up failed");
+                    }
                 }
             }
             Err(err) => {

@@ -276,8 +276,10 @@ impl IntentRecognizer {
         })
     }
 
-    /// Whether one classification is small enough to run on the async runtime rather than on
-    /// the blocking pool (`crate::cpu`): a few hundred examples are; CLINC150's 15,000 are not.
+    /// Whether one classification is small enough to run without the blocking pool
+    /// (`crate::cpu`): on the encoder thread after a message's embedding, or on the async
+    /// runtime for a sentence of a longer message. A few hundred examples are; CLINC150's
+    /// 15,000 are not.
     pub fn classifies_inline(&self) -> bool {
         self.model.multiply_adds_per_prediction() <= crate::cpu::INLINE_BUDGET_MULTIPLY_ADDS
     }
