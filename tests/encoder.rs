@@ -177,20 +177,23 @@ async fn the_pool_serves_concurrent_callers_in_order() {
     assert!(max_abs_difference(&single, &embeddings[57]) < 1e-4);
 }
 
-/// `analyze_then` hands its follow-up the very features it returns, on an encoder thread; a
+/// `analyze_with` hands its follow-up the very features it returns, on an encoder thread; a
 /// follow-up that panics does not take the workers with it.
 #[tokio::test]
 async fn a_follow_up_reads_the_features_on_the_encoder_thread_and_may_panic() {
     let pool = common::app::shared_encoder();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let analysis = pool
-        .analyze_then("where is my order", move |features| {
-            let thread = std::thread::current()
-                .name()
-                .unwrap_or_default()
-                .to_string();
-            let _ = sender.send((features.clone(), thread));
-        })
+        .analyze_with(
+            "where is my order",
+            Some(Box::new(move |features| {
+                let thread = std::thread::current()
+                    .name()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = sender.send((features.clone(), thread));
+            })),
+        )
         .await
         .unwrap();
     let (features, thread) = receiver.await.unwrap();
@@ -205,10 +208,13 @@ async fn a_follow_up_reads_the_features_on_the_encoder_thread_and_may_panic() {
     // and every worker still serves afterwards.
     for _ in 0..4 {
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
-        pool.analyze_then("hello", move |_| {
-            let _keep_until_the_panic = sender;
-            panic!("a follow-up that breaks");
-        })
+        pool.analyze_with(
+            "hello",
+            Some(Box::new(move |_| {
+                let _keep_until_the_panic = sender;
+                panic!("a follow-up that breaks");
+            })),
+        )
         .await
         .unwrap();
         assert!(receiver.await.is_err(), "the sender went with the panic");

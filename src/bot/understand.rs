@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::knowledge::retrieval::KnowledgeHit;
-use crate::nlp::encoder::IntentFeatures;
+use crate::nlp::encoder::{FeaturesFollowUp, IntentFeatures};
 use crate::nlp::intent_model::IntentResult;
 
 /// Below this cosine between a message and the message without its unfamiliar words, the
@@ -43,25 +43,20 @@ impl Engine {
         // 0.3-0.4 ms of the reading (`timings`, evals/RESULTS.md, stop 35). A large one goes
         // to the blocking pool below, beside the search, as before.
         let recognizer = self.intents();
-        let (on_encoder_thread, classified_on_encoder) = if recognizer.classifies_inline() {
+        let (classify_on_encoder, classified_on_encoder) = if recognizer.classifies_inline() {
             let (sender, receiver) = tokio::sync::oneshot::channel();
             let settings = self.intent_settings.clone();
-            let classify = move |features: &IntentFeatures| {
+            let classify: FeaturesFollowUp = Box::new(move |features: &IntentFeatures| {
                 let started = Instant::now();
                 let result =
                     recognizer.classify(features, settings.alternatives, settings.oos_threshold);
                 let _ = sender.send((result, ms(started)));
-            };
+            });
             (Some(classify), Some(receiver))
         } else {
             (None, None)
         };
-        let analysis = async {
-            match on_encoder_thread {
-                Some(classify) => self.encoder.analyze_then(text, classify).await,
-                None => self.encoder.analyze(text).await,
-            }
-        };
+        let analysis = self.encoder.analyze_with(text, classify_on_encoder);
         let (analysis, reduced) = tokio::join!(analysis, async {
             match &without_unfamiliar {
                 Some(without) => self.encoder.embed(without).await.map(Some),

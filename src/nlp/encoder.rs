@@ -558,7 +558,7 @@ fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EncoderEr
     Ok(tokenizer)
 }
 /// Work a caller hands the encoder thread with a text's [`IntentFeatures`], run there once the
-/// text's analysis has been sent back (see [`EncoderPool::analyze_then`]).
+/// text's analysis has been sent back (see [`EncoderPool::analyze_with`]).
 pub type FeaturesFollowUp = Box<dyn FnOnce(&IntentFeatures) + Send>;
 
 /// One request to the worker threads: texts to embed (and classify) and where to send the result.
@@ -700,30 +700,28 @@ impl EncoderPool {
     /// Embed a customer message and classify its sentiment (when the model is installed). With
     /// two workers or more the two models run side by side, so the sentiment costs no latency.
     pub async fn analyze(&self, text: &str) -> Result<Analysis, EncoderError> {
-        let mut analyses = self.analyze_many(vec![text.to_string()]).await?;
-        analyses.pop().ok_or(EncoderError::WorkersGone)
+        self.analyze_with(text, None).await
     }
 
-    /// [`EncoderPool::analyze`], and then `follow_up` with the text's intent features, run on the
-    /// encoder thread that computed them right after it has sent the analysis back. The caller
-    /// can then work on the embedding (retrieval) while the thread works on the features (intent
-    /// classification): side by side, without a hop to another thread. `follow_up` must be small
-    /// (it holds up that worker's next model run) and report through a channel of its own; if it
-    /// panics, the worker carries on and the channel's sender is dropped. It does not run when
-    /// the analysis fails.
-    pub async fn analyze_then(
+    /// [`EncoderPool::analyze`], and then `follow_up` (when given) with the text's intent
+    /// features, run on the encoder thread that computed them right after it has sent the
+    /// analysis back. The caller can then work on the embedding (retrieval) while the thread
+    /// works on the features (intent classification): side by side, without a hop to another
+    /// thread. `follow_up` must be small (it holds up that worker's next model run) and report
+    /// through a channel of its own; if it panics, the worker carries on and the channel's
+    /// sender is dropped. It does not run when the analysis fails.
+    pub async fn analyze_with(
         &self,
         text: &str,
-        follow_up: impl FnOnce(&IntentFeatures) + Send + 'static,
+        follow_up: Option<FeaturesFollowUp>,
     ) -> Result<Analysis, EncoderError> {
         let texts = vec![text.to_string()];
-        let follow_up: FeaturesFollowUp = Box::new(follow_up);
         let mut analyses = if !self.has_sentiment || self.workers < 2 {
-            self.submit_job(texts, self.has_sentiment, true, Some(follow_up))
+            self.submit_job(texts, self.has_sentiment, true, follow_up)
                 .await?
         } else {
             let (mut embedded, sentiments) = tokio::try_join!(
-                self.submit_job(texts.clone(), false, true, Some(follow_up)),
+                self.submit_job(texts.clone(), false, true, follow_up),
                 self.submit(texts, true, false)
             )?;
             if let (Some(analysis), Some(scored)) =
