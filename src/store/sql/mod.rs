@@ -5,9 +5,11 @@
 //! the connection setup differ.
 //!
 //! Concurrency:
-//! - SQLite allows one writer at a time. Writers inside this process queue on a mutex (FIFO, no
-//!   busy-sleeping), and write transactions start with `BEGIN IMMEDIATE` so that a transaction never
-//!   has to upgrade a read lock (which SQLite refuses with "database is locked" instead of waiting).
+//! - SQLite allows one writer at a time. Writers inside this process take turns (FIFO, no
+//!   busy-sleeping) on one connection kept for writing (`sqlite_writer.rs`), and write
+//!   transactions start with `BEGIN IMMEDIATE` so that a transaction never has to upgrade a read
+//!   lock (which SQLite refuses with "database is locked" instead of waiting). The pool's
+//!   connections serve reads.
 //!   The busy timeout covers writers in other processes, e.g. `baton kb` next to the server. WAL
 //!   lets readers run while a write is in progress. With `sqlite_synchronous = "full"` a commit
 //!   returns only once an fsync of the WAL covers it, one fsync for all the commits that finished
@@ -26,7 +28,6 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     ConversationAtInsert, ConversationRecord, ConversationState, CustomerInsert, DocumentSummary,
@@ -38,12 +39,14 @@ use crate::model::{Chunk, Document, DocumentKind};
 // private helpers here and in `rows`.
 mod handoff;
 mod rows;
+mod sqlite_writer;
 mod wal_sync;
 
 use rows::{
     conversation_from_row, document_from_rows, document_kind_name, document_summary_from_row,
     event_from_row, message_from_row,
 };
+use sqlite_writer::{SqliteWrite, SqliteWriter};
 use wal_sync::WalSync;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -51,7 +54,7 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgr
 
 /// Applied to every new SQLite connection. Foreign keys are per connection in SQLite (and off by
 /// default). The busy timeout (ms) is how long a statement waits for another process's write lock
-/// before failing with "database is locked". Writers of this process never wait on it (they queue
+/// before failing with "database is locked". Writers of this process never wait on it (they take turns
 /// on `sqlite_writer`), so it only has to outlast a concurrent ingest transaction.
 const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
 /// How hard SQLite syncs a commit to disk (`database.sqlite_synchronous`). Both keep every
@@ -80,7 +83,7 @@ impl SqliteSynchronous {
     }
 }
 
-/// Only one SQLite connection writes at a time; the others serve concurrent reads.
+/// SQLite's pool serves reads only; writes have a connection of their own (`sqlite_writer.rs`).
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
@@ -171,8 +174,8 @@ impl DatabaseTarget {
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
-    /// SQLite only: the queue of this process's writers (see the module docs).
-    sqlite_writer: Option<Mutex<()>>,
+    /// SQLite only: the connection this process's writers take turns on (see the module docs).
+    sqlite_writer: Option<SqliteWriter>,
     /// SQLite with `sqlite_synchronous = "full"`: the group fsync every commit waits for.
     wal_sync: Option<WalSync>,
 }
@@ -223,6 +226,9 @@ impl SqlStore {
         // The `Any` driver only takes a URL, which cannot carry these settings.
         let pool = AnyPoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
+            // sqlx pings a connection before handing it out, to catch one a server dropped; a
+            // SQLite file cannot drop it, and each ping is a round trip to the connection's thread.
+            .test_before_acquire(false)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;
@@ -248,10 +254,17 @@ impl SqlStore {
             (SqliteSynchronous::Full, Some(file)) => Some(WalSync::new(file)),
             _ => None,
         };
+        // Opened once the file is in WAL mode (switching needs no other connection mid-transaction).
+        let writer = SqliteWriter::connect(
+            &target.driver_url,
+            [SQLITE_CONNECTION_PRAGMAS, synchronous.pragma()],
+        )
+        .await
+        .map_err(StoreError::Connect)?;
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
-            sqlite_writer: Some(Mutex::new(())),
+            sqlite_writer: Some(writer),
             wal_sync,
         })
     }
@@ -272,39 +285,45 @@ impl SqlStore {
 
     /// Close every connection, waiting for those in use to be returned. Later calls fail.
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 
     /// Start a write transaction; see the module docs for why SQLite needs more than `BEGIN`.
     async fn begin_write(&self, context: &'static str) -> Result<WriteTransaction<'_>, StoreError> {
-        let writer_turn = match &self.sqlite_writer {
-            Some(queue) => Some(queue.lock().await),
-            None => None,
+        let transaction = match &self.sqlite_writer {
+            Some(writer) => OpenWrite::Sqlite(writer.begin().await.context(context)?),
+            None => OpenWrite::Pooled(self.pool.begin().await.context(context)?),
         };
-        let transaction = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
-        }
-        .context(context)?;
         Ok(WriteTransaction {
             transaction,
-            _writer_turn: writer_turn,
             wal_sync: self.wal_sync.as_ref(),
         })
     }
 }
 
-/// A write transaction that holds this process's SQLite writer slot until it commits or is dropped
-/// (dropping rolls back). Fields drop in order: the transaction before the slot.
+/// A write transaction; dropping it rolls back. On SQLite it holds this process's writer slot
+/// until it commits or is dropped.
 struct WriteTransaction<'store> {
-    transaction: Transaction<'static, Any>,
-    _writer_turn: Option<MutexGuard<'store, ()>>,
+    transaction: OpenWrite,
     wal_sync: Option<&'store WalSync>,
+}
+
+enum OpenWrite {
+    /// SQLite: on the writer's own connection.
+    Sqlite(SqliteWrite),
+    /// PostgreSQL: on a pooled connection (its writers need no queue; row locks order them).
+    Pooled(Transaction<'static, Any>),
 }
 
 impl WriteTransaction<'_> {
     fn connection(&mut self) -> &mut AnyConnection {
-        &mut self.transaction
+        match &mut self.transaction {
+            OpenWrite::Sqlite(write) => write.connection(),
+            OpenWrite::Pooled(transaction) => transaction,
+        }
     }
 
     /// Commit, give up the writer slot (the next writer may start while this one waits), then
@@ -312,11 +331,13 @@ impl WriteTransaction<'_> {
     async fn commit(self, context: &'static str) -> Result<(), StoreError> {
         let WriteTransaction {
             transaction,
-            _writer_turn,
             wal_sync,
         } = self;
-        transaction.commit().await.context(context)?;
-        drop(_writer_turn);
+        match transaction {
+            OpenWrite::Sqlite(write) => write.commit().await,
+            OpenWrite::Pooled(transaction) => transaction.commit().await,
+        }
+        .context(context)?;
         if let Some(wal_sync) = wal_sync {
             wal_sync
                 .after_commit()
@@ -1038,6 +1059,23 @@ mod tests {
             assert_eq!(synchronous, 1);
         }
         drop((first, second));
+        // The writer's own connection too.
+        let mut write = store
+            .begin_write("a test write")
+            .await
+            .expect("begin a write");
+        for (pragma, expected) in [
+            ("PRAGMA foreign_keys", 1),
+            ("PRAGMA busy_timeout", 30_000),
+            ("PRAGMA synchronous", 1),
+        ] {
+            let value: i64 = sqlx::query_scalar(pragma)
+                .fetch_one(write.connection())
+                .await
+                .expect(pragma);
+            assert_eq!(value, expected, "{pragma} on the writer's connection");
+        }
+        drop(write);
         assert!(
             store.wal_sync.is_some(),
             "full (the default) syncs every commit"
