@@ -365,7 +365,7 @@ impl HandoffStore for SqlStore {
             " FROM agents WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("reading an agent")?;
         row.as_ref().map(agent_from_row).transpose()
@@ -378,7 +378,7 @@ impl HandoffStore for SqlStore {
             " FROM agents WHERE name = $1"
         ))
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("finding an agent by name")?;
         row.as_ref().map(agent_from_row).transpose()
@@ -390,7 +390,7 @@ impl HandoffStore for SqlStore {
             agent_columns!(),
             " FROM agents ORDER BY name"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("listing agents")?;
         rows.iter().map(agent_from_row).collect()
@@ -475,7 +475,7 @@ impl HandoffStore for SqlStore {
         ))
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("reading an agent by token")?;
         row.as_ref().map(agent_from_row).transpose()
@@ -502,7 +502,7 @@ impl HandoffStore for SqlStore {
             " FROM conversations WHERE id = $1 AND skill IS NOT NULL"
         ))
         .bind(conversation_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("reading a handoff")?;
         row.as_ref().map(handoff_from_row).transpose()
@@ -533,7 +533,7 @@ impl HandoffStore for SqlStore {
             query = query.bind(state.as_str());
         }
         let rows = query
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.read().await?)
             .await
             .context("listing handoffs")?;
         rows.iter().map(handoff_from_row).collect()
@@ -549,7 +549,7 @@ impl HandoffStore for SqlStore {
         .bind(agent_id)
         .bind(ConversationState::Offered.as_str())
         .bind(ConversationState::Assigned.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("listing an agent's handoffs")?;
         rows.iter().map(handoff_from_row).collect()
@@ -876,7 +876,7 @@ impl HandoffStore for SqlStore {
         let cursor: Option<i64> =
             sqlx::query_scalar("SELECT last_event_id FROM webhook_cursors WHERE target = $1")
                 .bind(target)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.read().await?)
                 .await
                 .context("reading a webhook cursor")?;
         // A new target starts before the first event (event ids start at 1).

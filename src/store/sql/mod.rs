@@ -8,8 +8,9 @@
 //! - SQLite allows one writer at a time. Writers inside this process take turns (FIFO, no
 //!   busy-sleeping) on one connection kept for writing (`sqlite_writer.rs`), and write
 //!   transactions start with `BEGIN IMMEDIATE` so that a transaction never has to upgrade a read
-//!   lock (which SQLite refuses with "database is locked" instead of waiting). The pool's
-//!   connections serve reads.
+//!   lock (which SQLite refuses with "database is locked" instead of waiting). Reads run on a few
+//!   connections the store lends out itself (`sqlite_readers.rs`; sqlx's pool only runs the
+//!   migrations).
 //!   The busy timeout covers writers in other processes, e.g. `baton kb` next to the server. WAL
 //!   lets readers run while a write is in progress. With `sqlite_synchronous = "full"` a commit
 //!   returns only once an fsync of the WAL covers it, one fsync for all the commits that finished
@@ -39,6 +40,7 @@ use crate::model::{Chunk, Document, DocumentKind};
 // private helpers here and in `rows`.
 mod handoff;
 mod rows;
+mod sqlite_readers;
 mod sqlite_writer;
 mod wal_sync;
 
@@ -46,6 +48,7 @@ use rows::{
     conversation_from_row, document_from_rows, document_kind_name, document_summary_from_row,
     event_from_row, message_from_row,
 };
+use sqlite_readers::{ReadConnection, SqliteReaders};
 use sqlite_writer::{SqliteWrite, SqliteWriter};
 use wal_sync::WalSync;
 
@@ -83,8 +86,9 @@ impl SqliteSynchronous {
     }
 }
 
-/// SQLite's pool serves reads only; writes have a connection of their own (`sqlite_writer.rs`).
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// SQLite's read connections (`sqlite_readers.rs`); writes have one of their own
+/// (`sqlite_writer.rs`).
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
 /// Column lists shared by the queries that build records, so `SELECT` and `RETURNING` cannot drift
@@ -176,6 +180,8 @@ pub struct SqlStore {
     dialect: Dialect,
     /// SQLite only: the connection this process's writers take turns on (see the module docs).
     sqlite_writer: Option<SqliteWriter>,
+    /// SQLite only: the connections reads run on (PostgreSQL reads from `pool`).
+    sqlite_readers: Option<SqliteReaders>,
     /// SQLite with `sqlite_synchronous = "full"`: the group fsync every commit waits for.
     wal_sync: Option<WalSync>,
 }
@@ -224,11 +230,9 @@ impl SqlStore {
             }
         }
         // The `Any` driver only takes a URL, which cannot carry these settings.
+        // Used for the migrations and the journal mode only.
         let pool = AnyPoolOptions::new()
-            .max_connections(SQLITE_MAX_CONNECTIONS)
-            // sqlx pings a connection before handing it out, to catch one a server dropped; a
-            // SQLite file cannot drop it, and each ping is a round trip to the connection's thread.
-            .test_before_acquire(false)
+            .max_connections(1)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;
@@ -261,10 +265,16 @@ impl SqlStore {
         )
         .await
         .map_err(StoreError::Connect)?;
+        let pragmas = [SQLITE_CONNECTION_PRAGMAS, synchronous.pragma()];
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
             sqlite_writer: Some(writer),
+            sqlite_readers: Some(SqliteReaders::new(
+                &target.driver_url,
+                pragmas,
+                SQLITE_READ_CONNECTIONS,
+            )),
             wal_sync,
         })
     }
@@ -279,6 +289,7 @@ impl SqlStore {
             pool,
             dialect: Dialect::Postgres,
             sqlite_writer: None,
+            sqlite_readers: None,
             wal_sync: None,
         })
     }
@@ -288,7 +299,19 @@ impl SqlStore {
         if let Some(writer) = &self.sqlite_writer {
             writer.close().await;
         }
+        if let Some(readers) = &self.sqlite_readers {
+            readers.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// A connection to read on, until dropped.
+    async fn read(&self) -> Result<ReadConnection<'_>, StoreError> {
+        const CONTEXT: &str = "getting a connection to read on";
+        Ok(match &self.sqlite_readers {
+            Some(readers) => ReadConnection::Sqlite(readers.acquire().await.context(CONTEXT)?),
+            None => ReadConnection::Pooled(self.pool.acquire().await.context(CONTEXT)?),
+        })
     }
 
     /// Start a write transaction; see the module docs for why SQLite needs more than `BEGIN`.
@@ -444,7 +467,7 @@ async fn insert_message_row(
 impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut self.read().await?)
             .await
             .context("pinging the database")?;
         Ok(())
@@ -482,7 +505,7 @@ impl Store for SqlStore {
             " FROM conversations WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("reading a conversation")?;
         row.as_ref().map(conversation_from_row).transpose()
@@ -668,7 +691,7 @@ impl Store for SqlStore {
         .bind(conversation_id)
         .bind(after.unwrap_or(0))
         .bind(limit.max(0))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("listing messages")?;
         rows.iter().map(message_from_row).collect()
@@ -688,7 +711,7 @@ impl Store for SqlStore {
         .bind(conversation_id)
         .bind(before)
         .bind(limit.max(0))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("listing recent messages")?;
         let mut messages = rows
@@ -752,7 +775,7 @@ impl Store for SqlStore {
                 .bind(conversation_id)
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut self.read().await?)
                 .await
             }
             None => {
@@ -763,7 +786,7 @@ impl Store for SqlStore {
                 ))
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut self.read().await?)
                 .await
             }
         }
@@ -793,7 +816,7 @@ impl Store for SqlStore {
         let rows = sqlx::query(query)
             .bind(after)
             .bind(limit.max(0))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.read().await?)
             .await
             .context(CONTEXT)?;
         rows.iter().map(event_from_row).collect()
@@ -864,7 +887,7 @@ impl Store for SqlStore {
              WHERE d.id = $1 ORDER BY c.ordinal",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("reading a document")?;
         document_from_rows(&rows)
@@ -880,7 +903,7 @@ impl Store for SqlStore {
             " FROM documents d WHERE d.source = $1"
         ))
         .bind(source)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.read().await?)
         .await
         .context("finding a document by source")?;
         row.as_ref().map(document_summary_from_row).transpose()
@@ -892,7 +915,7 @@ impl Store for SqlStore {
             document_summary_columns!(),
             " FROM documents d ORDER BY d.source"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.read().await?)
         .await
         .context("listing documents")?;
         rows.iter().map(document_summary_from_row).collect()
@@ -912,7 +935,7 @@ impl Store for SqlStore {
 
     async fn index_encoder(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT value FROM index_state WHERE name = 'encoder'")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.read().await?)
             .await
             .context("reading the index's encoder")?;
         row.map(|row| sqlx::Row::try_get::<String, _>(&row, "value"))
@@ -1031,28 +1054,28 @@ mod tests {
             .expect("connect creates the directories and the file");
         assert!(file.exists());
 
-        // Hold two connections at once so the pool has to open a second one: the settings must
+        // Hold two read connections at once so that a second one is opened: the settings must
         // apply to every connection, not just the first.
-        let mut first = store.pool.acquire().await.expect("first connection");
-        let mut second = store.pool.acquire().await.expect("second connection");
+        let mut first = store.read().await.expect("first connection");
+        let mut second = store.read().await.expect("second connection");
         for connection in [&mut first, &mut second] {
             let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(&mut **connection)
+                .fetch_one(&mut *connection)
                 .await
                 .expect("journal_mode");
             assert_eq!(journal_mode, "wal");
             let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-                .fetch_one(&mut **connection)
+                .fetch_one(&mut *connection)
                 .await
                 .expect("foreign_keys");
             assert_eq!(foreign_keys, 1);
             let busy_timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-                .fetch_one(&mut **connection)
+                .fetch_one(&mut *connection)
                 .await
                 .expect("busy_timeout");
             assert_eq!(busy_timeout, 30_000);
             let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(&mut **connection)
+                .fetch_one(&mut *connection)
                 .await
                 .expect("synchronous");
             // NORMAL on the connection either way: "full" is the group fsync after each commit.
@@ -1087,7 +1110,7 @@ mod tests {
         .await
         .expect("connect");
         let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&normal.pool)
+            .fetch_one(&mut normal.read().await.expect("a read connection"))
             .await
             .expect("synchronous");
         assert_eq!(synchronous, 1);

@@ -97,7 +97,11 @@ impl WriterSlot {
     }
 }
 
-async fn open(driver_url: &str, pragmas: [&'static str; 2]) -> Result<AnyConnection, sqlx::Error> {
+/// A new SQLite connection with this store's `pragmas` (the writer's, and the readers').
+pub(super) async fn open(
+    driver_url: &str,
+    pragmas: [&'static str; 2],
+) -> Result<AnyConnection, sqlx::Error> {
     let mut connection = AnyConnection::connect(driver_url).await?;
     for pragma in pragmas {
         connection.execute(pragma).await?;
