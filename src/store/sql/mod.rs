@@ -57,8 +57,8 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgr
 
 /// Applied to every new SQLite connection. Foreign keys are per connection in SQLite (and off by
 /// default). The busy timeout (ms) is how long a statement waits for another process's write lock
-/// before failing with "database is locked". Writers of this process never wait on it (they take turns
-/// on `sqlite_writer`), so it only has to outlast a concurrent ingest transaction.
+/// before failing with "database is locked". Writers of this process never wait on it (they take
+/// turns on `sqlite_writer`), so it only has to outlast a concurrent ingest transaction.
 const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
 /// How hard SQLite syncs a commit to disk (`database.sqlite_synchronous`). Both keep every
 /// acknowledged message across a crash of the process (kill -9, a panic, an OOM kill): in WAL mode
@@ -229,8 +229,9 @@ impl SqlStore {
                     })?;
             }
         }
-        // The `Any` driver only takes a URL, which cannot carry these settings.
-        // Used for the migrations and the journal mode only.
+        // sqlx's pool runs the migrations and sets the journal mode; reads and writes have
+        // connections of their own (see the module docs). The `Any` driver only takes a URL,
+        // which cannot carry these settings.
         let pool = AnyPoolOptions::new()
             .max_connections(1)
             .after_connect(move |connection, _| {
@@ -258,14 +259,11 @@ impl SqlStore {
             (SqliteSynchronous::Full, Some(file)) => Some(WalSync::new(file)),
             _ => None,
         };
-        // Opened once the file is in WAL mode (switching needs no other connection mid-transaction).
-        let writer = SqliteWriter::connect(
-            &target.driver_url,
-            [SQLITE_CONNECTION_PRAGMAS, synchronous.pragma()],
-        )
-        .await
-        .map_err(StoreError::Connect)?;
         let pragmas = [SQLITE_CONNECTION_PRAGMAS, synchronous.pragma()];
+        // Opened once the file is in WAL mode (switching needs no other connection mid-transaction).
+        let writer = SqliteWriter::connect(&target.driver_url, pragmas)
+            .await
+            .map_err(StoreError::Connect)?;
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
