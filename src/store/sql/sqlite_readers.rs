@@ -21,7 +21,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Connection, Either, Execute, Executor};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::sqlite_writer::open;
+use super::sqlite_writer::{connection_is_gone, open};
 
 #[derive(Debug)]
 pub(super) struct SqliteReaders {
@@ -135,8 +135,10 @@ impl ReadConnection<'_> {
 }
 
 fn mark_if_dead(dead: &mut Option<&mut bool>, error: &sqlx::Error) {
-    if let (Some(dead), sqlx::Error::WorkerCrashed) = (dead, error) {
-        **dead = true;
+    if let Some(dead) = dead {
+        if connection_is_gone(error) {
+            **dead = true;
+        }
     }
 }
 

@@ -90,7 +90,7 @@ impl WriterSlot {
     /// After an error that means the connection's thread is gone, drop the connection so that
     /// the next writer opens a new one instead of failing forever.
     fn forget_if_dead(&mut self, error: &sqlx::Error) {
-        if matches!(error, sqlx::Error::WorkerCrashed) {
+        if connection_is_gone(error) {
             tracing::warn!("the SQLite writer connection's thread stopped; reopening it");
             self.connection = None;
         }
@@ -107,6 +107,12 @@ pub(super) async fn open(
         connection.execute(pragma).await?;
     }
     Ok(connection)
+}
+
+/// Whether `error` means the connection's own thread has stopped, so that every later statement
+/// on it would fail the same way (the writer reopens it, the readers close it).
+pub(super) fn connection_is_gone(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::WorkerCrashed)
 }
 
 /// An open write transaction holding the writer slot: commit it, or drop it to roll back.
