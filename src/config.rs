@@ -707,6 +707,13 @@ impl Settings {
                 )));
             }
         }
+        if !(0..=19).contains(&self.encoder.nice) {
+            // Below 0 needs privileges a service should not run with; above 19 does not exist.
+            return Err(ConfigError::Rule(format!(
+                "encoder.nice must be between 0 and 19, not {}",
+                self.encoder.nice
+            )));
+        }
         if let Some(key) = &self.admin_key {
             if key.len() < 12 {
                 return Err(ConfigError::Rule(
@@ -838,6 +845,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("admin_key"), "{err}");
+
+        for nice in ["-5", "20"] {
+            let err = Settings::load_with_env(
+                None,
+                &Overrides::default(),
+                env(&[("BATON_ENCODER__NICE", nice)]),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "encoder.nice must be between 0 and 19, not {nice}"
+                )),
+                "{err}"
+            );
+        }
+        let settings = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("BATON_ENCODER__NICE", "0")]),
+        )
+        .unwrap();
+        assert_eq!(settings.encoder.nice, 0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use baton::assets::{EncoderPrecision, ModelFiles};
-use baton::nlp::encoder::{cosine, Encoder, EncoderOptions, EMBEDDING_DIM};
+use baton::nlp::encoder::{cosine, Encoder, EncoderOptions, EncoderPool, EMBEDDING_DIM};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -175,6 +175,34 @@ async fn the_pool_serves_concurrent_callers_in_order() {
     assert_eq!(embeddings.len(), 100);
     let single = pool.embed(&many[57]).await.unwrap();
     assert!(max_abs_difference(&single, &embeddings[57]) < 1e-4);
+}
+
+/// The workers run at the configured niceness (`encoder.nice`), read back from the kernel.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_workers_run_at_the_configured_niceness() {
+    let files = ModelFiles::verify(&common::app::repo().join("models"), Default::default())
+        .expect("run make models");
+    let options = EncoderOptions {
+        nice: 7,
+        workers: 2,
+        ..EncoderOptions::default()
+    };
+    let pool = EncoderPool::start(&files, &options).expect("encoder starts");
+    let threads = pool.worker_thread_ids();
+    assert_eq!(threads.len(), 2);
+    for thread in threads {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{thread}/stat")).unwrap();
+        // Fields after the parenthesised name, which may hold spaces: state is the 3rd field of
+        // the line, nice the 19th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        assert_eq!(fields[19 - 3], "7", "thread {thread}: {stat}");
+    }
 }
 
 /// `analyze_with` hands its follow-up the very features it returns, on an encoder thread; a

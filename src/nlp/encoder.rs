@@ -61,6 +61,12 @@ pub struct EncoderOptions {
     /// Most texts run through the fp32 model in one batch. The int8 model always runs one text at
     /// a time (see [`Encoder::embed`]).
     pub max_batch: usize,
+    /// Scheduling niceness of the worker threads (0-19; higher yields more). Inference is the
+    /// one long CPU task here; at 19 the short steps every message also needs (sockets, the
+    /// SQLite writer's turn, which all other writes queue behind) run first whenever they
+    /// contend with it, and inference takes every cycle they leave. 0 runs it like every other
+    /// thread; that suits a machine where other programs must not crowd out Baton's inference.
+    pub nice: i32,
     /// Run the sentiment model on customer messages when it is installed.
     pub sentiment: bool,
     /// Customer messages are truncated to this many tokens for the sentiment model (the length
@@ -77,6 +83,7 @@ impl Default for EncoderOptions {
             spinning: false,
             workers: 2,
             max_batch: 32,
+            nice: 19,
             sentiment: true,
             sentiment_max_tokens: 64,
         }
@@ -591,14 +598,16 @@ pub struct EncoderPool {
     /// sha256 of the encoder model file: embeddings from another model are not comparable.
     model_digest: Arc<str>,
     has_sentiment: bool,
+    /// The workers' operating-system thread ids (Linux; 0 elsewhere).
+    thread_ids: Arc<[i64]>,
     /// The whole words the tokenizer knows (its vocabulary without word pieces): the words the
     /// encoder reads as themselves, which spelling correction leaves alone.
     whole_words: Arc<HashSet<String>>,
 }
 
 impl EncoderPool {
-    /// Load one session per worker and start the workers. Fails (before any thread starts) if a
-    /// model file cannot be loaded.
+    /// Start the workers, each loading its own session. Fails, once every worker has stopped,
+    /// if a model file cannot be loaded.
     pub fn start(files: &ModelFiles, options: &EncoderOptions) -> Result<Self, EncoderError> {
         let tokenizer = Arc::new(load_tokenizer(
             &files.encoder_tokenizer,
@@ -608,16 +617,6 @@ impl EncoderPool {
             &files.encoder_tokenizer,
             options.sentiment_max_tokens,
         )?);
-        let mut encoders = Vec::new();
-        for _ in 0..options.workers.max(1) {
-            encoders.push(Encoder::with_tokenizers(
-                files,
-                options,
-                tokenizer.clone(),
-                sentiment_tokenizer.clone(),
-            )?);
-        }
-        let has_sentiment = encoders.iter().all(Encoder::has_sentiment);
         let whole_words = Arc::new(
             tokenizer
                 .get_vocab(false)
@@ -628,19 +627,60 @@ impl EncoderPool {
         // Bounded, so a flood of requests waits in the async callers rather than in memory here.
         let (jobs, receiver) = crossbeam_channel::bounded::<EmbedJob>(1024);
         let stats = Arc::new(EncoderStats::default());
-        let workers = encoders.len();
+        let workers = options.workers.max(1);
         // A worker takes as many waiting texts as one model run holds: with the int8 model that
         // is one job at a time, so the jobs a request is split into go to different workers.
         let max_batch = options.model_batch();
-        for (index, encoder) in encoders.into_iter().enumerate() {
-            let receiver = receiver.clone();
-            let stats = stats.clone();
+        // Each worker reports whether its sessions loaded (and with a sentiment model).
+        let (loaded, load_results) =
+            std::sync::mpsc::channel::<Result<(bool, i64), EncoderError>>();
+        for index in 0..workers {
+            let (files, options) = (files.clone(), options.clone());
+            let (tokenizer, sentiment_tokenizer) = (tokenizer.clone(), sentiment_tokenizer.clone());
+            let (receiver, stats, loaded) = (receiver.clone(), stats.clone(), loaded.clone());
             std::thread::Builder::new()
                 .name(format!("baton-encoder-{index}"))
-                .spawn(move || run_worker(encoder, receiver, stats, max_batch))
+                .spawn(move || {
+                    // Before the sessions load, so that the threads ONNX Runtime starts for them
+                    // (intra_threads > 1) inherit it.
+                    yield_to_other_threads(options.nice);
+                    let encoder = match Encoder::with_tokenizers(
+                        &files,
+                        &options,
+                        tokenizer,
+                        sentiment_tokenizer,
+                    ) {
+                        Ok(encoder) => encoder,
+                        Err(error) => {
+                            let _ = loaded.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = loaded.send(Ok((encoder.has_sentiment(), current_thread_id())));
+                    drop(loaded);
+                    run_worker(encoder, receiver, stats, max_batch)
+                })
                 .map_err(|e| {
                     EncoderError::Inference(format!("could not start an encoder thread: {e}"))
                 })?;
+        }
+        drop(loaded);
+        let mut has_sentiment = true;
+        let mut thread_ids = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            // On an error `jobs` is dropped on return, which stops the workers that loaded.
+            match load_results.recv() {
+                Ok(Ok((with_sentiment, thread_id))) => {
+                    has_sentiment &= with_sentiment;
+                    thread_ids.push(thread_id);
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(EncoderError::Inference(
+                        "an encoder thread stopped while loading its model".into(),
+                    ))
+                }
+            }
         }
         Ok(Self {
             jobs,
@@ -648,6 +688,7 @@ impl EncoderPool {
             workers,
             model_digest: files.encoder_digest.as_str().into(),
             has_sentiment,
+            thread_ids: thread_ids.into(),
             whole_words,
         })
     }
@@ -655,6 +696,12 @@ impl EncoderPool {
     /// Whether the sentiment model is loaded.
     pub fn has_sentiment(&self) -> bool {
         self.has_sentiment
+    }
+
+    /// The worker threads' operating-system ids (Linux; 0 elsewhere), to find them in
+    /// `/proc/<pid>/task` or `top -H`.
+    pub fn worker_thread_ids(&self) -> &[i64] {
+        &self.thread_ids
     }
 
     /// sha256 of the encoder model the workers run.
@@ -840,6 +887,46 @@ fn split_evenly<T>(mut items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
     runs
 }
 
+/// Lower the calling thread's scheduling priority to `nice` (see [`EncoderOptions::nice`]). A
+/// thread that cannot keeps its priority, with a warning: inference works the same.
+fn yield_to_other_threads(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value belongs to a thread, and PRIO_PROCESS with a thread id sets
+        // that thread's alone.
+        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+        let result = unsafe {
+            let thread = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice)
+        };
+        if result != 0 {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "could not lower an encoder thread's priority"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(nice, "encoder.nice is applied on Linux only");
+}
+
+/// The calling thread's operating-system id (Linux; 0 elsewhere).
+fn current_thread_id() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes nothing and cannot fail.
+        i64::from(unsafe { libc::gettid() })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 fn run_worker(
     mut encoder: Encoder,
     jobs: Receiver<EmbedJob>,
@@ -914,6 +1001,37 @@ fn record(stats: &EncoderStats, texts: usize, elapsed: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i32 {
+        // SAFETY: plain integers in and out.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    /// The encoder's threads yield; the rest of the process does not, and a thread an encoder
+    /// thread starts (ONNX Runtime's, with intra_threads > 1) yields as it does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lowered_priority_is_the_calling_threads_and_its_childrens_only() {
+        let before = own_nice();
+        let (own, child) = std::thread::spawn(move || {
+            yield_to_other_threads((before + 3).min(19));
+            let child = std::thread::spawn(own_nice).join().unwrap();
+            (own_nice(), child)
+        })
+        .join()
+        .unwrap();
+        let lowered = (before + 3).min(19);
+        assert_eq!((own, child), (lowered, lowered));
+        assert_eq!(own_nice(), before, "the test's own thread is untouched");
+        let unchanged = std::thread::spawn(|| {
+            yield_to_other_threads(0);
+            own_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(unchanged, before);
+    }
 
     #[test]
     fn mean_pool_ignores_padding_and_normalises() {
