@@ -606,8 +606,8 @@ pub struct EncoderPool {
 }
 
 impl EncoderPool {
-    /// Start the workers, each loading its own session. Fails, once every worker has stopped,
-    /// if a model file cannot be loaded.
+    /// Start the workers, each loading its own sessions, and wait until they have. Fails if a
+    /// model file cannot be loaded; the workers that did load it then stop.
     pub fn start(files: &ModelFiles, options: &EncoderOptions) -> Result<Self, EncoderError> {
         let tokenizer = Arc::new(load_tokenizer(
             &files.encoder_tokenizer,
