@@ -49,6 +49,15 @@ async fn operations_endpoints_report_health_readiness_and_metrics() {
     assert!(metrics.contains("baton_inference_duration_seconds_bucket{stage=\"encoder\""));
     assert!(metrics.contains("baton_http_requests_total{method=\"POST\",route=\"/v1/conversations/{id}/messages\",status=\"200\"} 1"));
     assert!(metrics.contains("baton_encoder_texts_total"));
+    // SQLite's writer: the conversation and the message took turns on it.
+    let writes: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("baton_sqlite_writes_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no baton_sqlite_writes_total in {metrics}"));
+    assert!(writes >= 2, "{writes} writes");
+    assert!(metrics.contains("baton_sqlite_writer_held_seconds_total "));
+    assert!(metrics.contains("baton_sqlite_writer_wait_seconds_total "));
     app.stop().await;
 }
 

@@ -138,12 +138,31 @@ pub enum StoreError {
     },
 }
 
+/// How busy a store's single writer is (SQLite: every write of the process takes turns on one
+/// connection). Counters since the store opened, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Write transactions that ended (committed or rolled back).
+    pub writes: u64,
+    /// Time writers spent waiting for their turn, summed.
+    pub waited_micros: u64,
+    /// Time the writer was held, from BEGIN to the end of COMMIT or ROLLBACK, summed: when it
+    /// nears one second per second, writes queue.
+    pub held_micros: u64,
+}
+
 /// Persistence for everything Baton must not lose. Implementations are shared (`Arc<dyn Store>`) and
 /// safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The single writer's counters, for a store that has one (SQLite; PostgreSQL's writers
+    /// take row locks instead, so it has none).
+    fn writer_stats(&self) -> Option<WriterStats> {
+        None
+    }
 
     async fn create_conversation(
         &self,

@@ -33,6 +33,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use super::{
     ConversationAtInsert, ConversationRecord, ConversationState, CustomerInsert, DocumentSummary,
     EventRecord, MessageRecord, Millis, NewMessage, Role, Store, StoreError, TurnCompletion,
+    WriterStats,
 };
 use crate::model::{Chunk, Document, DocumentKind};
 
@@ -463,6 +464,10 @@ async fn insert_message_row(
 
 #[async_trait]
 impl Store for SqlStore {
+    fn writer_stats(&self) -> Option<WriterStats> {
+        self.sqlite_writer.as_ref().map(SqliteWriter::stats)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&mut self.read().await?)

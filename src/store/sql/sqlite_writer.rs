@@ -13,9 +13,13 @@
 //! write that is dropped without committing (an error returned with `?`, a cancelled request)
 //! hands its slot to a task that rolls back before the next writer gets it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sqlx::{AnyConnection, Connection, Executor};
+
+use crate::store::WriterStats;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The writer connection and its queue.
@@ -25,6 +29,33 @@ pub(super) struct SqliteWriter {
     /// Run on every connection this writer opens (the same as on the pool's connections).
     pragmas: [&'static str; 2],
     slot: Arc<Mutex<WriterSlot>>,
+    stats: Arc<WriterCounters>,
+}
+
+/// How busy the writer slot is, for `/metrics`: every write of this process queues behind it,
+/// so when its held time nears one second per second, writes wait (evals/RESULTS.md, stop 37).
+#[derive(Debug, Default)]
+pub(super) struct WriterCounters {
+    writes: AtomicU64,
+    waited_micros: AtomicU64,
+    held_micros: AtomicU64,
+}
+
+impl WriterCounters {
+    fn add_wait(&self, since: Instant) {
+        self.waited_micros
+            .fetch_add(micros_since(since), Ordering::Relaxed);
+    }
+
+    fn add_hold(&self, since: Instant) {
+        self.held_micros
+            .fetch_add(micros_since(since), Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn micros_since(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug)]
@@ -50,12 +81,23 @@ impl SqliteWriter {
                 connection: Some(connection),
                 closed: false,
             })),
+            stats: Arc::default(),
         })
+    }
+
+    pub(super) fn stats(&self) -> WriterStats {
+        WriterStats {
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            waited_micros: self.stats.waited_micros.load(Ordering::Relaxed),
+            held_micros: self.stats.held_micros.load(Ordering::Relaxed),
+        }
     }
 
     /// Wait for this process's earlier writers, then start a write transaction.
     pub(super) async fn begin(&self) -> Result<SqliteWrite, sqlx::Error> {
+        let asked = Instant::now();
         let mut slot = Arc::clone(&self.slot).lock_owned().await;
+        self.stats.add_wait(asked);
         if slot.closed {
             return Err(sqlx::Error::PoolClosed);
         }
@@ -63,7 +105,11 @@ impl SqliteWriter {
             slot.connection = Some(open(&self.driver_url, self.pragmas).await?);
         }
         // From here a drop (this future cancelled, BEGIN failed) rolls back whatever BEGIN left.
-        let mut write = SqliteWrite { slot: Some(slot) };
+        let mut write = SqliteWrite {
+            slot: Some(slot),
+            held_since: Instant::now(),
+            stats: Arc::clone(&self.stats),
+        };
         // IMMEDIATE takes the database's write lock now, so that no statement of the transaction
         // has to upgrade a read lock (SQLite refuses that with "database is locked" at once).
         if let Err(error) = write.connection().execute("BEGIN IMMEDIATE").await {
@@ -120,6 +166,8 @@ pub(super) fn connection_is_gone(error: &sqlx::Error) -> bool {
 pub(super) struct SqliteWrite {
     /// `Some` until `commit` or `drop` takes it.
     slot: Option<OwnedMutexGuard<WriterSlot>>,
+    held_since: Instant,
+    stats: Arc<WriterCounters>,
 }
 
 impl SqliteWrite {
@@ -137,6 +185,7 @@ impl SqliteWrite {
             Ok(_) => {
                 // Committed: the next writer may start.
                 self.slot.take();
+                self.stats.add_hold(self.held_since);
                 Ok(())
             }
             Err(error) => {
@@ -158,7 +207,9 @@ impl Drop for SqliteWrite {
         let Some(mut slot) = self.slot.take() else {
             return;
         };
+        let (stats, held_since) = (Arc::clone(&self.stats), self.held_since);
         if slot.connection.is_none() {
+            stats.add_hold(held_since);
             return;
         }
         // Dropping cannot wait, so a task rolls back while still holding the slot: the next
@@ -166,6 +217,7 @@ impl Drop for SqliteWrite {
         // connection is closed instead, and SQLite rolls back as it closes.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             slot.connection = None;
+            stats.add_hold(held_since);
             return;
         };
         // Nobody waits for the task: the slot it holds is what orders it before the next write.
@@ -178,6 +230,7 @@ impl Drop for SqliteWrite {
                     slot.forget_if_dead(&error);
                 }
             }
+            stats.add_hold(held_since);
         }));
     }
 }
@@ -246,6 +299,43 @@ mod tests {
         insert(&mut next, "kept").await.expect("insert");
         next.commit().await.expect("commit");
         assert_eq!(notes(&mut reader).await, ["kept"]);
+    }
+
+    /// The counters `/metrics` shows: a write is counted when it ends, committed or rolled back
+    /// (the rollback's time included), and a writer that queued adds its wait.
+    #[tokio::test]
+    async fn the_counters_count_ended_writes_their_hold_and_the_waits() {
+        let (_directory, writer, _reader) = writer_and_reader().await;
+        assert_eq!(writer.stats(), WriterStats::default());
+        let mut first = writer.begin().await.expect("begin");
+        insert(&mut first, "one").await.expect("insert");
+        tokio::join!(
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                first.commit().await.expect("commit");
+            },
+            async { drop(writer.begin().await.expect("the queued write starts")) },
+        );
+        // Its rollback runs on a task that holds the slot: the next BEGIN waits for it.
+        drop(writer.begin().await.expect("begin after the rollback"));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if writer.stats().writes == 3 {
+                    break writer.stats();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the last rollback is counted");
+        assert!(
+            ended.held_micros >= 50_000,
+            "the first write held the slot while the other waited: {ended:?}"
+        );
+        assert!(
+            ended.waited_micros >= 50_000,
+            "the queued write waited for it: {ended:?}"
+        );
     }
 
     #[tokio::test]
