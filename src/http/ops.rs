@@ -97,18 +97,9 @@ baton_cluster_leader {}
     // SQLite's one writer, which every write of this process queues behind.
     if let Some(writer) = state.engine.store().writer_stats() {
         body.push_str(&format!(
-            "# HELP baton_sqlite_writes_total Write transactions that took their turn on the SQLite writer
-# TYPE baton_sqlite_writes_total counter
-baton_sqlite_writes_total {}
-\
-             # HELP baton_sqlite_writer_wait_seconds_total Time writes waited for the SQLite writer
-# TYPE baton_sqlite_writer_wait_seconds_total counter
-baton_sqlite_writer_wait_seconds_total {}
-\
-             # HELP baton_sqlite_writer_held_seconds_total Time the SQLite writer was held; near 1 per second, writes queue
-# TYPE baton_sqlite_writer_held_seconds_total counter
-baton_sqlite_writer_held_seconds_total {}
-",
+            "# HELP baton_sqlite_writes_total Write transactions that took their turn on the SQLite writer\n# TYPE baton_sqlite_writes_total counter\nbaton_sqlite_writes_total {}\n\
+             # HELP baton_sqlite_writer_wait_seconds_total Time writes waited for the SQLite writer\n# TYPE baton_sqlite_writer_wait_seconds_total counter\nbaton_sqlite_writer_wait_seconds_total {}\n\
+             # HELP baton_sqlite_writer_held_seconds_total Time the SQLite writer was held; near 1 per second, writes queue\n# TYPE baton_sqlite_writer_held_seconds_total counter\nbaton_sqlite_writer_held_seconds_total {}\n",
             writer.writes,
             writer.waited_micros as f64 / 1e6,
             writer.held_micros as f64 / 1e6,

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::{AnyConnection, Connection, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::store::WriterStats;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The writer connection and its queue.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub(super) struct SqliteWriter {
 /// How busy the writer slot is, for `/metrics`: every write of this process queues behind it,
 /// so when its held time nears one second per second, writes wait (evals/RESULTS.md, stop 37).
 #[derive(Debug, Default)]
-pub(super) struct WriterCounters {
+struct WriterCounters {
     writes: AtomicU64,
     waited_micros: AtomicU64,
     held_micros: AtomicU64,
