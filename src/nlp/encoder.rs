@@ -897,11 +897,9 @@ fn yield_to_other_threads(nice: i32) {
     {
         // On Linux the nice value belongs to a thread, and PRIO_PROCESS with a thread id sets
         // that thread's alone.
-        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-        let result = unsafe {
-            let thread = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice)
-        };
+        let thread = current_thread_id() as libc::id_t;
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, nice) };
         if result != 0 {
             tracing::warn!(
                 nice,
