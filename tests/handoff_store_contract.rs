@@ -44,6 +44,7 @@ contract_tests!(
     enqueue_only_queues_conversations_outside_the_queue,
     agent_replies_and_customer_waits_are_recorded,
     an_agent_reply_is_stored_with_its_bookkeeping,
+    concurrent_agent_replies_each_get_their_own_outcome,
     contact_details_are_stored_with_their_event,
     webhook_cursors_start_at_zero_and_persist,
     unknown_conversations_and_agents_are_reported,
@@ -1576,6 +1577,79 @@ async fn an_agent_reply_is_stored_with_its_bookkeeping(backend: Backend) {
         handoff(&store, "conv-1").await.first_response_at,
         Some(2_000)
     );
+}
+
+/// Agent replies sent at the same moment (SQLite commits them together): each sender gets its own
+/// outcome, and refused ones store nothing.
+async fn concurrent_agent_replies_each_get_their_own_outcome(backend: Backend) {
+    let store = Arc::new(backend.open().await);
+    create_agent(&store, "agent-maya", 5).await;
+    create_agent(&store, "agent-sam", 5).await;
+    for conversation in 0..3 {
+        let conversation_id = format!("conv-{conversation}");
+        queued(&store, &conversation_id, 500).await;
+        assert!(assign(&store, &conversation_id, "agent-maya", 600).await);
+    }
+    // (conversation, agent, text): maya holds conv-0..2; sam holds none; conv-nobody is unknown.
+    let sends = [
+        ("conv-0", "agent-maya", "first to 0"),
+        ("conv-1", "agent-sam", "sam to 1"),
+        ("conv-1", "agent-maya", "maya to 1"),
+        ("conv-nobody", "agent-maya", "to nobody"),
+        ("conv-2", "agent-maya", "maya to 2"),
+    ];
+    let start = Arc::new(Barrier::new(sends.len()));
+    let tasks: Vec<_> = sends
+        .iter()
+        .map(|&(conversation_id, agent_id, text)| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            let reply = NewMessage {
+                role: Role::Agent,
+                text: text.into(),
+                author_id: Some(agent_id.into()),
+                kind: None,
+                meta: Some(json!({"author": agent_id})),
+            };
+            tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .insert_agent_reply(conversation_id, agent_id, &reply, 2_000)
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    for ((conversation_id, agent_id, text), outcome) in sends.iter().zip(outcomes) {
+        match (*conversation_id, *agent_id) {
+            ("conv-nobody", _) => assert!(
+                matches!(outcome, Err(StoreError::ConversationNotFound(_))),
+                "{outcome:?}"
+            ),
+            (_, "agent-sam") => assert_eq!(outcome.expect("a refusal is not an error"), None),
+            _ => {
+                let stored = outcome.expect("stored").expect("maya holds it");
+                assert_eq!(stored.text, *text);
+                assert_eq!(stored.conversation_id, *conversation_id);
+                assert_eq!(stored.author_id.as_deref(), Some("agent-maya"));
+                assert_eq!(stored.meta, Some(json!({"author": "agent-maya"})));
+                let messages = store
+                    .list_messages(conversation_id, None, 100)
+                    .await
+                    .expect("list");
+                let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+                assert_eq!(texts, [*text], "only the holder's reply is stored");
+                assert_eq!(messages[0].id, stored.id);
+                assert_eq!(
+                    handoff(&store, conversation_id).await.first_response_at,
+                    Some(2_000)
+                );
+            }
+        }
+    }
 }
 
 async fn contact_details_are_stored_with_their_event(backend: Backend) {

@@ -31,6 +31,7 @@ contract_tests!(
     complete_turn_writes_result_reply_state_and_events_together,
     a_second_completion_of_a_turn_changes_nothing,
     complete_turn_requires_a_customer_message,
+    concurrent_completions_each_get_their_own_outcome,
     readers_never_see_a_half_completed_turn,
     events_are_listed_per_conversation_and_after_a_cursor,
     settled_events_never_pass_an_event_still_committing,
@@ -850,6 +851,120 @@ async fn complete_turn_requires_a_customer_message(backend: Backend) {
             .len(),
         1
     );
+}
+
+/// Turns finishing at the same moment (SQLite commits them together): each caller gets its own
+/// outcome, and a refused one among them writes nothing while the others all commit.
+async fn concurrent_completions_each_get_their_own_outcome(backend: Backend) {
+    const TURNS: usize = 12;
+    let store = Arc::new(backend.open().await);
+    let mut message_ids = Vec::new();
+    for turn in 0..TURNS {
+        let conversation_id = format!("conv-{turn}");
+        store
+            .create_conversation(&conversation_id, "hash")
+            .await
+            .expect("create");
+        let customer = new_message(
+            store
+                .insert_customer_message(&conversation_id, &format!("question {turn}"), None)
+                .await
+                .expect("insert"),
+        );
+        message_ids.push(customer.id);
+    }
+    // Turn 3 was completed before; turn 7 names a message of another conversation.
+    store
+        .complete_turn(completion(
+            "conv-3",
+            message_ids[3],
+            Some("first answer"),
+            ConversationState::Bot,
+            vec![],
+        ))
+        .await
+        .expect("first completion of turn 3");
+    let start = Arc::new(Barrier::new(TURNS));
+    let completions: Vec<_> = (0..TURNS)
+        .map(|turn| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            let message_id = if turn == 7 {
+                message_ids[8]
+            } else {
+                message_ids[turn]
+            };
+            tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .complete_turn(completion(
+                        &format!("conv-{turn}"),
+                        message_id,
+                        Some(&format!("answer {turn}")),
+                        ConversationState::Resolved,
+                        vec![("turn.completed", json!({"turn": turn}))],
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for completion in completions {
+        outcomes.push(completion.await.expect("task"));
+    }
+
+    for (turn, outcome) in outcomes.into_iter().enumerate() {
+        let conversation_id = format!("conv-{turn}");
+        let conversation = store
+            .get_conversation(&conversation_id)
+            .await
+            .expect("read")
+            .expect("exists");
+        let messages = store
+            .list_messages(&conversation_id, None, 100)
+            .await
+            .expect("list");
+        let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+        let events = store
+            .list_events(Some(&conversation_id), None, 100)
+            .await
+            .expect("events");
+        match turn {
+            3 => {
+                assert!(
+                    matches!(outcome, Err(StoreError::TurnAlreadyCompleted(id)) if id == message_ids[3]),
+                    "{outcome:?}"
+                );
+                assert_eq!(conversation.state, ConversationState::Bot, "unchanged");
+                assert_eq!(texts, ["question 3", "first answer"]);
+                assert!(events.is_empty(), "{events:?}");
+            }
+            7 => {
+                assert!(
+                    matches!(outcome, Err(StoreError::MessageNotFound(id)) if id == message_ids[8]),
+                    "{outcome:?}"
+                );
+                assert_eq!(conversation.state, ConversationState::Bot, "unchanged");
+                assert_eq!(texts, ["question 7"]);
+                assert!(events.is_empty(), "{events:?}");
+            }
+            _ => {
+                let reply = outcome
+                    .unwrap_or_else(|error| panic!("turn {turn}: {error}"))
+                    .expect("a stored reply");
+                assert_eq!(conversation.state, ConversationState::Resolved);
+                assert_eq!(
+                    texts,
+                    [format!("question {turn}"), format!("answer {turn}")]
+                );
+                assert_eq!(
+                    messages[0].result.as_ref().expect("result")["reply_message_id"],
+                    json!(reply.id)
+                );
+                assert_eq!(events.len(), 1, "{events:?}");
+            }
+        }
+    }
 }
 
 async fn readers_never_see_a_half_completed_turn(backend: Backend) {

@@ -99,10 +99,14 @@ baton_cluster_leader {}
         body.push_str(&format!(
             "# HELP baton_sqlite_writes_total Write transactions that took their turn on the SQLite writer\n# TYPE baton_sqlite_writes_total counter\nbaton_sqlite_writes_total {}\n\
              # HELP baton_sqlite_writer_wait_seconds_total Time writes waited for the SQLite writer\n# TYPE baton_sqlite_writer_wait_seconds_total counter\nbaton_sqlite_writer_wait_seconds_total {}\n\
-             # HELP baton_sqlite_writer_held_seconds_total Time the SQLite writer was held; near 1 per second, writes queue\n# TYPE baton_sqlite_writer_held_seconds_total counter\nbaton_sqlite_writer_held_seconds_total {}\n",
+             # HELP baton_sqlite_writer_held_seconds_total Time the SQLite writer was held; near 1 per second, writes queue\n# TYPE baton_sqlite_writer_held_seconds_total counter\nbaton_sqlite_writer_held_seconds_total {}\n\
+             # HELP baton_sqlite_batch_commits_total Write transactions of finished turns and agent replies (those written while the writer is busy commit together)\n# TYPE baton_sqlite_batch_commits_total counter\nbaton_sqlite_batch_commits_total {}\n\
+             # HELP baton_sqlite_batched_writes_total Finished turns and agent replies those transactions wrote\n# TYPE baton_sqlite_batched_writes_total counter\nbaton_sqlite_batched_writes_total {}\n",
             writer.writes,
             writer.waited_micros as f64 / 1e6,
             writer.held_micros as f64 / 1e6,
+            writer.batch_commits,
+            writer.batched_writes,
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -149,6 +149,12 @@ pub struct WriterStats {
     /// Time the writer was held, from BEGIN to the end of COMMIT or ROLLBACK, summed: when it
     /// nears one second per second, writes queue.
     pub held_micros: u64,
+    /// Transactions that completed customer turns or stored agent replies: those written while
+    /// the writer is busy commit together (group commit).
+    pub batch_commits: u64,
+    /// Turns and agent replies those transactions wrote; `batched_writes / batch_commits` is the
+    /// batch size.
+    pub batched_writes: u64,
 }
 
 /// Persistence for everything Baton must not lose. Implementations are shared (`Arc<dyn Store>`) and

@@ -104,6 +104,19 @@ async fn start_handoff(
     Ok(started.rows_affected() > 0)
 }
 
+/// A turn that queues nothing: the conversation's state becomes the turn's unless humans own it,
+/// and then its customer is waiting unless an agent wrote after the message. Binds: conversation
+/// id, the turn's state, the three human-owned states (queued, offered, assigned), now, the
+/// customer message id, the agent role. Also run by the turn batch (`write_batch.rs`).
+pub(super) const TURN_STATE_UNLESS_HUMAN_OWNED: &str = "UPDATE conversations SET updated_at = $6, \
+     state = CASE WHEN state IN ($3, $4, $5) THEN state ELSE $2 END, \
+     waiting_since = CASE \
+         WHEN state NOT IN ($3, $4, $5) THEN waiting_since \
+         WHEN EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 \
+                      AND id > $7 AND role = $8) THEN waiting_since \
+         ELSE COALESCE(waiting_since, $6) END \
+     WHERE id = $1";
+
 /// The state a finished customer turn leaves its conversation in, and for a handoff its place in
 /// the queue. Its first statement bumps `updated_at` and so locks the conversation row (what
 /// `touch_conversation` does elsewhere; for a turn without a handoff it is the same statement as
@@ -137,27 +150,18 @@ pub(super) async fn apply_turn_state(
             // Humans own it: the state stays, and the customer who just wrote is now waiting
             // for an agent reply, unless an agent wrote after their message (in the same
             // transaction, so a silent turn is one commit). Otherwise the turn's state applies.
-            let changed = sqlx::query(
-                "UPDATE conversations SET updated_at = $6, \
-                 state = CASE WHEN state IN ($3, $4, $5) THEN state ELSE $2 END, \
-                 waiting_since = CASE \
-                     WHEN state NOT IN ($3, $4, $5) THEN waiting_since \
-                     WHEN EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 \
-                                  AND id > $7 AND role = $8) THEN waiting_since \
-                     ELSE COALESCE(waiting_since, $6) END \
-                 WHERE id = $1",
-            )
-            .bind(conversation_id)
-            .bind(new_state.as_str())
-            .bind(ConversationState::Queued.as_str())
-            .bind(ConversationState::Offered.as_str())
-            .bind(ConversationState::Assigned.as_str())
-            .bind(now)
-            .bind(customer_message_id)
-            .bind(Role::Agent.as_str())
-            .execute(connection)
-            .await
-            .context("changing a conversation's state")?;
+            let changed = sqlx::query(TURN_STATE_UNLESS_HUMAN_OWNED)
+                .bind(conversation_id)
+                .bind(new_state.as_str())
+                .bind(ConversationState::Queued.as_str())
+                .bind(ConversationState::Offered.as_str())
+                .bind(ConversationState::Assigned.as_str())
+                .bind(now)
+                .bind(customer_message_id)
+                .bind(Role::Agent.as_str())
+                .execute(connection)
+                .await
+                .context("changing a conversation's state")?;
             if changed.rows_affected() == 0 {
                 return Err(StoreError::ConversationNotFound(
                     conversation_id.to_string(),
@@ -206,6 +210,53 @@ async fn refused(
             conversation_id.to_string(),
         )),
     }
+}
+
+pub(super) const STORING_AN_AGENT_REPLY: &str = "storing an agent reply";
+
+/// An agent's message for [`HandoffStore::insert_agent_reply`].
+#[derive(Debug)]
+pub(super) struct AgentReply {
+    pub conversation_id: String,
+    pub agent_id: String,
+    pub message: NewMessage,
+    pub now: Millis,
+}
+
+/// The agent's reply is recorded on the conversation if that agent holds it assigned. Binds:
+/// conversation id, now, agent id, the assigned state. Also run by the write batch.
+pub(super) const RECORD_AGENT_REPLY: &str =
+    "UPDATE conversations SET first_response_at = COALESCE(first_response_at, $2), \
+     waiting_since = NULL, updated_at = $2 WHERE id = $1 AND agent_id = $3 AND state = $4";
+
+/// Store `reply` inside the caller's write transaction if its agent holds the conversation:
+/// `None`, with nothing written, when it does not.
+pub(super) async fn write_agent_reply(
+    connection: &mut AnyConnection,
+    reply: &AgentReply,
+) -> Result<Option<MessageRecord>, StoreError> {
+    // The conversation row first, as everywhere; it locks the row, so the holder checked
+    // here is the holder when the message commits.
+    let recorded = sqlx::query(RECORD_AGENT_REPLY)
+        .bind(reply.conversation_id.as_str())
+        .bind(reply.now)
+        .bind(reply.agent_id.as_str())
+        .bind(ConversationState::Assigned.as_str())
+        .execute(&mut *connection)
+        .await
+        .context(STORING_AN_AGENT_REPLY)?;
+    if recorded.rows_affected() == 0 {
+        refused(connection, &reply.conversation_id, STORING_AN_AGENT_REPLY).await?;
+        return Ok(None);
+    }
+    let stored = super::insert_message_row(
+        connection,
+        &reply.conversation_id,
+        &reply.message,
+        reply.now,
+    )
+    .await?;
+    Ok(Some(stored))
 }
 
 /// One more conversation for an agent, if below capacity. False when full, `AgentNotFound` when
@@ -797,29 +848,23 @@ impl HandoffStore for SqlStore {
         message: &NewMessage,
         now: Millis,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        const CONTEXT: &str = "storing an agent reply";
-        let mut write = self.begin_write(CONTEXT).await?;
-        // The conversation row first, as everywhere; it locks the row, so the holder checked
-        // here is the holder when the message commits.
-        let recorded = sqlx::query(
-            "UPDATE conversations SET first_response_at = COALESCE(first_response_at, $2), \
-             waiting_since = NULL, updated_at = $2 WHERE id = $1 AND agent_id = $3 AND state = $4",
-        )
-        .bind(conversation_id)
-        .bind(now)
-        .bind(agent_id)
-        .bind(ConversationState::Assigned.as_str())
-        .execute(write.connection())
-        .await
-        .context(CONTEXT)?;
-        if recorded.rows_affected() == 0 {
-            refused(write.connection(), conversation_id, CONTEXT).await?;
-            return Ok(None);
+        let reply = AgentReply {
+            conversation_id: conversation_id.to_string(),
+            agent_id: agent_id.to_string(),
+            message: message.clone(),
+            now,
+        };
+        match &self.write_batcher {
+            // SQLite: replies written while the writer is busy commit together (`write_batch.rs`).
+            Some(batcher) => batcher.agent_reply(reply).await,
+            None => {
+                let mut write = self.begin_write(STORING_AN_AGENT_REPLY).await?;
+                let stored = write_agent_reply(write.connection(), &reply).await?;
+                // A refused reply wrote nothing; committing that is as good as rolling back.
+                write.commit(STORING_AN_AGENT_REPLY).await?;
+                Ok(stored)
+            }
         }
-        let stored =
-            super::insert_message_row(write.connection(), conversation_id, message, now).await?;
-        write.commit(CONTEXT).await?;
-        Ok(Some(stored))
     }
 
     async fn record_customer_waiting(

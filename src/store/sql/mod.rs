@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -44,6 +45,7 @@ mod rows;
 mod sqlite_readers;
 mod sqlite_writer;
 mod wal_sync;
+mod write_batch;
 
 use rows::{
     conversation_from_row, document_from_rows, document_kind_name, document_summary_from_row,
@@ -52,6 +54,7 @@ use rows::{
 use sqlite_readers::{ReadConnection, SqliteReaders};
 use sqlite_writer::{SqliteWrite, SqliteWriter};
 use wal_sync::WalSync;
+use write_batch::WriteBatcher;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -180,11 +183,13 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
     /// SQLite only: the connection this process's writers take turns on (see the module docs).
-    sqlite_writer: Option<SqliteWriter>,
+    sqlite_writer: Option<Arc<SqliteWriter>>,
+    /// SQLite only: finished turns committed together (`write_batch.rs`).
+    write_batcher: Option<WriteBatcher>,
     /// SQLite only: the connections reads run on (PostgreSQL reads from `pool`).
     sqlite_readers: Option<SqliteReaders>,
     /// SQLite with `sqlite_synchronous = "full"`: the group fsync every commit waits for.
-    wal_sync: Option<WalSync>,
+    wal_sync: Option<Arc<WalSync>>,
 }
 
 impl SqlStore {
@@ -257,17 +262,20 @@ impl SqlStore {
             )));
         }
         let wal_sync = match (synchronous, target.sqlite_file.as_deref()) {
-            (SqliteSynchronous::Full, Some(file)) => Some(WalSync::new(file)),
+            (SqliteSynchronous::Full, Some(file)) => Some(Arc::new(WalSync::new(file))),
             _ => None,
         };
         let pragmas = [SQLITE_CONNECTION_PRAGMAS, synchronous.pragma()];
         // Opened once the file is in WAL mode (switching needs no other connection mid-transaction).
-        let writer = SqliteWriter::connect(&target.driver_url, pragmas)
-            .await
-            .map_err(StoreError::Connect)?;
+        let writer = Arc::new(
+            SqliteWriter::connect(&target.driver_url, pragmas)
+                .await
+                .map_err(StoreError::Connect)?,
+        );
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
+            write_batcher: Some(WriteBatcher::new(Arc::clone(&writer), wal_sync.clone())),
             sqlite_writer: Some(writer),
             sqlite_readers: Some(SqliteReaders::new(
                 &target.driver_url,
@@ -288,6 +296,7 @@ impl SqlStore {
             pool,
             dialect: Dialect::Postgres,
             sqlite_writer: None,
+            write_batcher: None,
             sqlite_readers: None,
             wal_sync: None,
         })
@@ -321,7 +330,7 @@ impl SqlStore {
         };
         Ok(WriteTransaction {
             transaction,
-            wal_sync: self.wal_sync.as_ref(),
+            wal_sync: self.wal_sync.as_deref(),
         })
     }
 }
@@ -462,10 +471,109 @@ async fn insert_message_row(
     message_from_row(&row)
 }
 
+const COMPLETING_A_TURN: &str = "completing a turn";
+
+/// A turn's understanding and result, on its customer message if that has none yet. Binds:
+/// message id, understanding, result, conversation id, the customer role.
+const RECORD_TURN_RESULT: &str = "UPDATE messages SET understanding = $2, result = $3 \
+     WHERE id = $1 AND conversation_id = $4 AND role = $5 AND result IS NULL";
+
+/// An agent reply's message, inserted only if the statement before it changed a row. Binds:
+/// conversation id, role, text, created_at, author id, kind, meta, the reply's position in the
+/// batch (returned as `batch_position`). SQLite only (`changes()`): run by the write batch.
+pub(super) const INSERT_AGENT_MESSAGE_IF_RECORDED: &str = concat!(
+    "INSERT INTO messages (conversation_id, role, text, created_at, author_id, kind, meta) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE changes() = 1 RETURNING ",
+    message_columns!(),
+    ", $8 AS batch_position"
+);
+
+/// Binds: conversation id, kind, payload, created_at.
+const INSERT_TURN_EVENT: &str =
+    "INSERT INTO events (conversation_id, kind, payload, created_at) VALUES ($1, $2, $3, $4)";
+
+/// Write everything a finished turn records (see [`Store::complete_turn`]) inside the caller's
+/// write transaction. On an error some of it may be written: the caller rolls back.
+async fn write_turn(
+    connection: &mut AnyConnection,
+    turn: &TurnCompletion,
+    now: Millis,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let conversation_id = turn.conversation_id.as_str();
+    // The conversation row first (its first statement bumps `updated_at`), as in every other
+    // write, so that lock order is the same everywhere and transactions cannot deadlock.
+    // Whether the message is a customer message of this conversation is checked when its
+    // result is written below; a refusal there rolls this back.
+    handoff::apply_turn_state(
+        &mut *connection,
+        conversation_id,
+        turn.customer_message_id,
+        turn.new_state,
+        turn.enqueue.as_ref(),
+        now,
+    )
+    .await?;
+    // The reply first: its id goes into the stored result, so a retried request gets the
+    // same `reply_message_id` the first one did.
+    let reply = match &turn.reply {
+        Some(reply) => {
+            Some(insert_message_row(&mut *connection, conversation_id, reply, now).await?)
+        }
+        None => None,
+    };
+    let mut result = turn.result.clone();
+    if let (Some(reply), Some(object)) = (&reply, result.as_object_mut()) {
+        object.insert("reply_message_id".into(), serde_json::Value::from(reply.id));
+    }
+    let completed = sqlx::query(RECORD_TURN_RESULT)
+        .bind(turn.customer_message_id)
+        .bind(turn.understanding.to_string())
+        .bind(result.to_string())
+        .bind(conversation_id)
+        .bind(Role::Customer.as_str())
+        .execute(&mut *connection)
+        .await
+        .context(COMPLETING_A_TURN)?;
+    if completed.rows_affected() == 0 {
+        // The caller's rollback undoes the state change and the reply above. Only this
+        // refusal reads the message, to say which one it is.
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE id = $1 AND conversation_id = $2 AND role = $3",
+        )
+        .bind(turn.customer_message_id)
+        .bind(conversation_id)
+        .bind(Role::Customer.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .context(COMPLETING_A_TURN)?;
+        return Err(match exists {
+            Some(_) => StoreError::TurnAlreadyCompleted(turn.customer_message_id),
+            None => StoreError::MessageNotFound(turn.customer_message_id),
+        });
+    }
+    for (kind, payload) in &turn.events {
+        sqlx::query(INSERT_TURN_EVENT)
+            .bind(conversation_id)
+            .bind(kind.as_str())
+            .bind(payload.to_string())
+            .bind(now)
+            .execute(&mut *connection)
+            .await
+            .context(COMPLETING_A_TURN)?;
+    }
+    Ok(reply)
+}
+
 #[async_trait]
 impl Store for SqlStore {
     fn writer_stats(&self) -> Option<WriterStats> {
-        self.sqlite_writer.as_ref().map(SqliteWriter::stats)
+        let mut stats = self.sqlite_writer.as_deref().map(SqliteWriter::stats)?;
+        if let Some(batcher) = &self.write_batcher {
+            let batches = batcher.stats();
+            stats.batch_commits = batches.commits;
+            stats.batched_writes = batches.writes;
+        }
+        Some(stats)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -591,78 +699,16 @@ impl Store for SqlStore {
         &self,
         turn: TurnCompletion,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        const CONTEXT: &str = "completing a turn";
-        let now = now_millis();
-        let mut write = self.begin_write(CONTEXT).await?;
-        let conversation_id = turn.conversation_id.as_str();
-        // The conversation row first (its first statement bumps `updated_at`), as in every other
-        // write, so that lock order is the same everywhere and transactions cannot deadlock.
-        // Whether the message is a customer message of this conversation is checked when its
-        // result is written below; a refusal there rolls this back.
-        handoff::apply_turn_state(
-            write.connection(),
-            conversation_id,
-            turn.customer_message_id,
-            turn.new_state,
-            turn.enqueue.as_ref(),
-            now,
-        )
-        .await?;
-        // The reply first: its id goes into the stored result, so a retried request gets the
-        // same `reply_message_id` the first one did.
-        let reply = match &turn.reply {
-            Some(reply) => {
-                Some(insert_message_row(write.connection(), conversation_id, reply, now).await?)
+        match &self.write_batcher {
+            // SQLite: the turns finishing together commit together (see `write_batch.rs`).
+            Some(batcher) => batcher.complete(turn).await,
+            None => {
+                let mut write = self.begin_write(COMPLETING_A_TURN).await?;
+                let reply = write_turn(write.connection(), &turn, now_millis()).await?;
+                write.commit(COMPLETING_A_TURN).await?;
+                Ok(reply)
             }
-            None => None,
-        };
-        let mut result = turn.result.clone();
-        if let (Some(reply), Some(object)) = (&reply, result.as_object_mut()) {
-            object.insert("reply_message_id".into(), serde_json::Value::from(reply.id));
         }
-        let completed = sqlx::query(
-            "UPDATE messages SET understanding = $2, result = $3 \
-             WHERE id = $1 AND conversation_id = $4 AND role = $5 AND result IS NULL",
-        )
-        .bind(turn.customer_message_id)
-        .bind(turn.understanding.to_string())
-        .bind(result.to_string())
-        .bind(conversation_id)
-        .bind(Role::Customer.as_str())
-        .execute(write.connection())
-        .await
-        .context(CONTEXT)?;
-        if completed.rows_affected() == 0 {
-            // Dropping `write` rolls back the state change and the reply above. Only this
-            // refusal reads the message, to say which one it is.
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM messages WHERE id = $1 AND conversation_id = $2 AND role = $3",
-            )
-            .bind(turn.customer_message_id)
-            .bind(conversation_id)
-            .bind(Role::Customer.as_str())
-            .fetch_optional(write.connection())
-            .await
-            .context(CONTEXT)?;
-            return Err(match exists {
-                Some(_) => StoreError::TurnAlreadyCompleted(turn.customer_message_id),
-                None => StoreError::MessageNotFound(turn.customer_message_id),
-            });
-        }
-        for (kind, payload) in &turn.events {
-            sqlx::query(
-                "INSERT INTO events (conversation_id, kind, payload, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(conversation_id)
-            .bind(kind.as_str())
-            .bind(payload.to_string())
-            .bind(now)
-            .execute(write.connection())
-            .await
-            .context(CONTEXT)?;
-        }
-        write.commit(CONTEXT).await?;
-        Ok(reply)
     }
 
     async fn insert_message(

@@ -90,6 +90,9 @@ impl SqliteWriter {
             writes: self.stats.writes.load(Ordering::Relaxed),
             waited_micros: self.stats.waited_micros.load(Ordering::Relaxed),
             held_micros: self.stats.held_micros.load(Ordering::Relaxed),
+            // Counted by the write batcher, which `SqlStore::writer_stats` asks.
+            batch_commits: 0,
+            batched_writes: 0,
         }
     }
 
