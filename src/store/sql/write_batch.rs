@@ -88,6 +88,8 @@ struct Waiting {
     done: oneshot::Sender<Outcome>,
 }
 
+// At most a batch's worth of these live at once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Write {
     Turn(TurnCompletion),
@@ -273,6 +275,7 @@ impl Shared {
 }
 
 /// What a write of a committed batch left.
+#[allow(clippy::large_enum_variant)] // as `Write`: one batch's worth at a time.
 #[derive(Debug)]
 enum Written {
     /// Written, with its stored reply if it has one.
