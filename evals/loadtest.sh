@@ -18,3 +18,16 @@ trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA" "$DATA.log"' 
 for _ in $(seq 1 120); do curl -sf http://127.0.0.1:8091/readyz >/dev/null && break; sleep 1; done
 BATON_ADMIN_KEY=$KEY "$BIN" loadtest --url http://127.0.0.1:8091 --customers "$CUSTOMERS" \
   --agents "${AGENTS:-20}" --messages "$MESSAGES" --pace-ms "$PACE" --server-pid $PID
+# The SQLite writer's counters over the whole run (set-up included), per customer message.
+curl -s http://127.0.0.1:8091/metrics | awk -v n=$((CUSTOMERS * MESSAGES)) '
+  /^baton_sqlite_/ { v[$1] = $2 }
+  END {
+    if (!("baton_sqlite_writes_total" in v)) exit
+    printf "SQLite writer per customer message: %.2f write transactions, held %.0f us, waited %.0f us", \
+      v["baton_sqlite_writes_total"] / n, v["baton_sqlite_writer_held_seconds_total"] * 1e6 / n, \
+      v["baton_sqlite_writer_wait_seconds_total"] * 1e6 / n
+    if (v["baton_sqlite_batch_commits_total"] > 0)
+      printf "; %.2f turns and agent replies per batch", \
+        v["baton_sqlite_batched_writes_total"] / v["baton_sqlite_batch_commits_total"]
+    print ""
+  }'

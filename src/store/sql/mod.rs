@@ -14,7 +14,8 @@
 //!   The busy timeout covers writers in other processes, e.g. `baton kb` next to the server. WAL
 //!   lets readers run while a write is in progress. With `sqlite_synchronous = "full"` a commit
 //!   returns only once an fsync of the WAL covers it, one fsync for all the commits that finished
-//!   meanwhile (group commit, `wal_sync.rs`).
+//!   meanwhile (group commit, `wal_sync.rs`). Finished turns and agent replies that queue while
+//!   the writer is busy are written together in one transaction (`write_batch.rs`).
 //! - PostgreSQL: every write that adds to a conversation first updates that conversation's row,
 //!   which locks it until commit. Writes to one conversation therefore commit in id order, so a
 //!   client that resumes "after message N" cannot miss a message that committed late with a smaller
