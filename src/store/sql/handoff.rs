@@ -107,7 +107,7 @@ async fn start_handoff(
 /// A turn that queues nothing: the conversation's state becomes the turn's unless humans own it,
 /// and then its customer is waiting unless an agent wrote after the message. Binds: conversation
 /// id, the turn's state, the three human-owned states (queued, offered, assigned), now, the
-/// customer message id, the agent role. Also run by the turn batch (`write_batch.rs`).
+/// customer message id, the agent role. Also run by the write batch (`write_batch.rs`).
 pub(super) const TURN_STATE_UNLESS_HUMAN_OWNED: &str = "UPDATE conversations SET updated_at = $6, \
      state = CASE WHEN state IN ($3, $4, $5) THEN state ELSE $2 END, \
      waiting_since = CASE \
