@@ -47,8 +47,8 @@ use super::rows::message_from_row;
 use super::sqlite_writer::{SqliteWrite, SqliteWriter};
 use super::wal_sync::WalSync;
 use super::{
-    now_millis, write_turn, DatabaseContext, COMPLETING_A_TURN, INSERT_AGENT_MESSAGE_IF_RECORDED,
-    INSERT_TURN_EVENT, RECORD_TURN_RESULT,
+    now_millis, write_turn, DatabaseContext, OpenWrite, WriteTransaction, COMPLETING_A_TURN,
+    INSERT_AGENT_MESSAGE_IF_RECORDED, INSERT_TURN_EVENT, RECORD_TURN_RESULT,
 };
 use crate::store::{ConversationState, MessageRecord, Millis, Role, StoreError, TurnCompletion};
 
@@ -247,15 +247,16 @@ impl Shared {
     /// Write one turn or reply in a transaction of its own, with the exact outcome.
     async fn write_alone(&self, one: &Write) -> Outcome {
         let context = one.context();
-        let mut write = self.writer.begin().await.context(context)?;
+        let mut write = WriteTransaction {
+            transaction: OpenWrite::Sqlite(self.writer.begin().await.context(context)?),
+            wal_sync: self.wal_sync.as_deref(),
+        };
         let stored = match one {
             Write::Turn(turn) => write_turn(write.connection(), turn, now_millis()).await?,
             Write::AgentReply(reply) => write_agent_reply(write.connection(), reply).await?,
         };
-        write.commit().await.context(context)?;
-        self.after_commit()
-            .await
-            .map_err(|error| sync_failed(context, &error))?;
+        // The store's own commit: COMMIT, then the group fsync, as for every other write.
+        write.commit(context).await?;
         self.count(1);
         Ok(stored)
     }
@@ -610,19 +611,48 @@ mod tests {
         }
     }
 
+    /// Conversations `conv-0..count`, each with a customer message and a turn answering it
+    /// (`reply {index}`).
+    async fn answering_turns(store: &SqlStore, count: usize) -> Vec<TurnCompletion> {
+        let mut turns = Vec::new();
+        for index in 0..count {
+            let conversation_id = format!("conv-{index}");
+            let message_id = customer_message(store, &conversation_id).await;
+            turns.push(turn(
+                &conversation_id,
+                message_id,
+                &format!("reply {index}"),
+            ));
+        }
+        turns
+    }
+
+    /// Take the writer, so that the batcher's writes queue until it is dropped.
+    async fn hold_the_writer(store: &SqlStore) -> SqliteWrite {
+        store
+            .sqlite_writer
+            .as_ref()
+            .expect("SQLite")
+            .begin()
+            .await
+            .expect("hold the writer")
+    }
+
+    /// Wait until `count` writes wait in the batcher's queue.
+    async fn until_queued(store: &SqlStore, count: usize) {
+        let batcher = store.write_batcher.as_ref().expect("SQLite batches writes");
+        while batcher.shared.queue.lock().waiting.len() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Hold the writer until `turns` turns wait in the queue, then let them go; their outcomes.
     async fn complete_while_the_writer_is_held(
         store: &Arc<SqlStore>,
         turns: Vec<TurnCompletion>,
     ) -> Vec<Outcome> {
         let count = turns.len();
-        let held = store
-            .sqlite_writer
-            .as_ref()
-            .expect("SQLite")
-            .begin()
-            .await
-            .expect("hold the writer");
+        let held = hold_the_writer(store).await;
         let completions: Vec<_> = turns
             .into_iter()
             .map(|turn| {
@@ -630,10 +660,7 @@ mod tests {
                 tokio::spawn(async move { store.complete_turn(turn).await })
             })
             .collect();
-        let batcher = store.write_batcher.as_ref().expect("SQLite batches writes");
-        while batcher.shared.queue.lock().waiting.len() < count {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_queued(store, count).await;
         drop(held);
         let mut outcomes = Vec::new();
         for completion in completions {
@@ -645,16 +672,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn turns_finishing_while_the_writer_is_busy_commit_together() {
         let (_directory, store) = store().await;
-        let mut turns = Vec::new();
-        for index in 0..5 {
-            let conversation_id = format!("conv-{index}");
-            let message_id = customer_message(&store, &conversation_id).await;
-            turns.push(turn(
-                &conversation_id,
-                message_id,
-                &format!("reply {index}"),
-            ));
-        }
+        let turns = answering_turns(&store, 5).await;
         let before = store.writer_stats().expect("SQLite has a writer");
 
         let outcomes = complete_while_the_writer_is_held(&store, turns).await;
@@ -688,16 +706,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_turn_in_a_batch_is_refused_alone() {
         let (_directory, store) = store().await;
-        let mut turns = Vec::new();
-        for index in 0..4 {
-            let conversation_id = format!("conv-{index}");
-            let message_id = customer_message(&store, &conversation_id).await;
-            turns.push(turn(
-                &conversation_id,
-                message_id,
-                &format!("reply {index}"),
-            ));
-        }
+        let mut turns = answering_turns(&store, 4).await;
         // conv-2's turn was completed before: its second completion must change nothing.
         let mut first = turns[2].clone();
         first.new_state = ConversationState::Bot;
@@ -929,13 +938,7 @@ mod tests {
         };
         let batcher = store.write_batcher.clone().expect("SQLite batches writes");
         let before = store.writer_stats().expect("SQLite");
-        let held = store
-            .sqlite_writer
-            .as_ref()
-            .expect("SQLite")
-            .begin()
-            .await
-            .expect("hold the writer");
+        let held = hold_the_writer(&store).await;
         let quiet = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.complete(quiet_turn("held", message_id)).await }
@@ -950,9 +953,7 @@ mod tests {
             let reply = reply("agent-sam", "not mine");
             async move { batcher.agent_reply(reply).await }
         });
-        while batcher.shared.queue.lock().waiting.len() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_queued(&store, 3).await;
         drop(held);
 
         assert!(matches!(quiet.await.expect("task"), Ok(None)));
@@ -985,21 +986,12 @@ mod tests {
     async fn a_turn_whose_caller_gave_up_is_still_committed() {
         let (_directory, store) = store().await;
         let message_id = customer_message(&store, "conv-1").await;
-        let held = store
-            .sqlite_writer
-            .as_ref()
-            .expect("SQLite")
-            .begin()
-            .await
-            .expect("hold the writer");
+        let held = hold_the_writer(&store).await;
         let caller = {
             let store = Arc::clone(&store);
             tokio::spawn(async move { store.complete_turn(turn("conv-1", message_id, "hi")).await })
         };
-        let batcher = store.write_batcher.as_ref().expect("SQLite batches writes");
-        while batcher.shared.queue.lock().waiting.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_queued(&store, 1).await;
         caller.abort();
         drop(held);
         // The turn is committed by the batch's task, with no one waiting for it.
