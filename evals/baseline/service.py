@@ -43,12 +43,23 @@ TOP_K = 5
 LAYER_4_OUTPUT = "hidden_state_layer_4"
 
 
+# ONNX Runtime graph transformers left out, ";"-separated. Empty by default: ONNX Runtime's own
+# choice, as a team would run it. Baton leaves out "SkipLayerNormFusion" (the fused node is the
+# slower one with onnxruntime 1.31.1 on CPU, evals/RESULTS.md stop 40); setting
+# BASELINE_DISABLED_OPTIMIZERS=SkipLayerNormFusion gives this service the same setting.
+DISABLED_OPTIMIZERS = os.environ.get("BASELINE_DISABLED_OPTIMIZERS", "")
+
+
 def session(path, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if DISABLED_OPTIMIZERS:
+        options.add_session_config_entry(
+            "optimization.disable_specified_optimizers", DISABLED_OPTIMIZERS
+        )
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

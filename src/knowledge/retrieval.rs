@@ -1,7 +1,7 @@
 //! Finding the chunks that answer a message: dense nearest neighbours (the message embedding the
 //! intent classifier also uses), optionally fused with keyword (BM25) matches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,13 @@ pub struct RetrievalSettings {
     /// words ("Put a Sensor back in pairing mode"), yet it is the answer. It reorders the top
     /// `top_k` only and never changes `score`, which thresholds read. 0 turns it off.
     pub steps_weight: f32,
+    /// Bonus added to the ranking score of a section for each word of its own heading that the
+    /// message uses too (stemmed, without stop words; at most three count): "the reset email
+    /// isn't coming through" asks the question of "The reset email hasn't arrived" rather than
+    /// of "Still can't get in?", a section of the same article that reads about as close as a
+    /// whole. Like `steps_weight` it reorders the top `top_k` only and never changes `score`.
+    /// 0 turns it off.
+    pub heading_weight: f32,
 }
 
 impl Default for RetrievalSettings {
@@ -39,6 +46,7 @@ impl Default for RetrievalSettings {
             hybrid: true,
             keyword_weight: 0.05,
             steps_weight: 0.03,
+            heading_weight: 0.01,
         }
     }
 }
@@ -111,6 +119,7 @@ impl Retriever {
         let ids: Vec<String> = ranked.iter().map(|hit| hit.chunk_id.clone()).collect();
         let mut chunks = chunks_by_id(self.index.as_ref(), &ids).await?;
         let wants_steps = self.settings.steps_weight > 0.0 && asks_for_steps(text);
+        let message_terms = heading_terms(&self.keywords, text);
         // A chunk deleted between the search and the read (a document removed meanwhile) is
         // left out.
         let mut hits: Vec<KnowledgeHit> = ranked
@@ -122,16 +131,18 @@ impl Retriever {
                     } else {
                         0.0
                     };
+                    let heading_bonus = self.settings.heading_weight
+                        * heading_overlap(&self.keywords, &chunk, &message_terms) as f32;
                     KnowledgeHit {
                         chunk,
                         score: hit.score,
                         keyword_score: hit.keyword_score,
-                        fused: hit.fused + steps_bonus,
+                        fused: hit.fused + steps_bonus + heading_bonus,
                     }
                 })
             })
             .collect();
-        if wants_steps {
+        if wants_steps || self.settings.heading_weight > 0.0 {
             hits.sort_by(|a, b| {
                 best_first(
                     (a.fused, a.score, &a.chunk.id),
@@ -142,6 +153,40 @@ impl Retriever {
         Ok(hits)
     }
 }
+
+/// The terms a heading match counts: stemmed, without stop words, and longer than two letters
+/// ("isn't" splits into "isn" and "t", which say nothing).
+fn heading_terms(keywords: &KeywordEncoder, text: &str) -> HashSet<String> {
+    keywords
+        .terms(text)
+        .into_iter()
+        .filter(|term| term.chars().count() > 2)
+        .collect()
+}
+
+/// How many words of a section's own heading (the last of its heading path) the message uses, at
+/// most [`HEADING_WORDS_COUNTED`]. FAQ entries count none: their question is a dense view of its
+/// own already.
+fn heading_overlap(
+    keywords: &KeywordEncoder,
+    chunk: &Chunk,
+    message_terms: &HashSet<String>,
+) -> usize {
+    if chunk.question.is_some() || message_terms.is_empty() {
+        return 0;
+    }
+    let Some(heading) = chunk.heading_path.last() else {
+        return 0;
+    };
+    heading_terms(keywords, heading)
+        .intersection(message_terms)
+        .count()
+        .min(HEADING_WORDS_COUNTED)
+}
+
+/// Most heading words a section's bonus counts, so a long heading that repeats the message
+/// cannot outweigh the dense similarity.
+const HEADING_WORDS_COUNTED: usize = 3;
 
 /// The ranking order of hits given as (ranking score, cosine, chunk id): best ranking score
 /// first, then best cosine, then chunk id so equal hits keep a stable order.
@@ -408,6 +453,53 @@ mod tests {
         assert!(!has_numbered_steps(
             "It costs 2.50 a month.\n2026 was a good year.\n3.5 GHz radios"
         ));
+    }
+
+    fn section(heading_path: &[&str], question: Option<&str>) -> Chunk {
+        Chunk {
+            id: "c".into(),
+            document_id: "d".into(),
+            ordinal: 0,
+            title: "Reset your password".into(),
+            heading_path: heading_path.iter().map(|h| h.to_string()).collect(),
+            text: "Wait 10 minutes and check your spam folder.".into(),
+            question: question.map(str::to_string),
+            source: "account/reset-password.md".into(),
+            url: None,
+            content_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_section_counts_the_words_of_its_own_heading_the_message_uses() {
+        let keywords = KeywordEncoder::default();
+        let message = heading_terms(&keywords, "the reset email isn't coming through");
+        let overlap = |heading_path: &[&str]| {
+            heading_overlap(&keywords, &section(heading_path, None), &message)
+        };
+        // "reset" and "email"; the "t" of "hasn't" and "isn't" does not count.
+        assert_eq!(
+            overlap(&["Reset your password", "The reset email hasn't arrived"]),
+            2
+        );
+        // Only the section's own heading counts, not the ones above it.
+        assert_eq!(overlap(&["Reset your password", "Still can't get in?"]), 0);
+        assert_eq!(overlap(&[]), 0);
+        // Stemmed: "emails" is "email".
+        assert_eq!(overlap(&["Emails we send"]), 1);
+        // FAQ entries have their question as a view of their own.
+        let faq = section(
+            &["The reset email hasn't arrived"],
+            Some("Where is my reset email?"),
+        );
+        assert_eq!(heading_overlap(&keywords, &faq, &message), 0);
+        // At most three words count.
+        let long = heading_terms(&keywords, "reset email link code password arrived");
+        let heading = ["Reset email, link, code or password never arrived"];
+        assert_eq!(
+            heading_overlap(&keywords, &section(&heading, None), &long),
+            HEADING_WORDS_COUNTED
+        );
     }
 
     #[test]

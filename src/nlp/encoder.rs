@@ -72,6 +72,17 @@ pub struct EncoderOptions {
     /// Customer messages are truncated to this many tokens for the sentiment model (the length
     /// it was fine-tuned on).
     pub sentiment_max_tokens: usize,
+    /// Let ONNX Runtime fuse each residual `Add` and the `LayerNormalization` after it into one
+    /// `SkipLayerNormalization` node, as its highest optimisation level does. Off by default:
+    /// with the pinned ONNX Runtime (1.31.1) on CPU the fused node is the slower one. ONNX
+    /// Runtime's profiler on the sentiment model, one 14-token message: its nine fused nodes
+    /// take 225 us, the nine `LayerNormalization` and ten `Add` nodes they replace 62 us. Left
+    /// apart, a run of either model takes about a quarter less time (evals/RESULTS.md, stop 40).
+    /// The outputs move by rounding, which the int8 models can carry into the next integer step
+    /// (see [`embedding_identity`]): a change of this setting re-embeds the knowledge base at
+    /// the next start. Turn it on for an ONNX Runtime library whose fused kernel is the faster
+    /// one.
+    pub fuse_skip_layer_norm: bool,
 }
 
 impl Default for EncoderOptions {
@@ -86,6 +97,7 @@ impl Default for EncoderOptions {
             nice: 19,
             sentiment: true,
             sentiment_max_tokens: 64,
+            fuse_skip_layer_norm: false,
         }
     }
 }
@@ -217,6 +229,9 @@ pub struct Encoder {
     has_layer_4: bool,
 }
 
+/// ONNX Runtime's name for the graph transformer that fuses `Add` + `LayerNormalization`.
+const SKIP_LAYER_NORM_FUSION: &str = "SkipLayerNormFusion";
+
 fn build_session(
     environment: &ort::environment::Environment,
     path: &Path,
@@ -227,10 +242,17 @@ fn build_session(
         reason,
     };
     // Builder errors carry the builder and are not Send/Sync, so they become strings here.
-    Session::builder(environment)
+    let mut builder = Session::builder(environment)
         .map_err(|e| model_error(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(|e| model_error(e.to_string()))?
+        .map_err(|e| model_error(e.to_string()))?;
+    if !options.fuse_skip_layer_norm {
+        // See `EncoderOptions::fuse_skip_layer_norm`: the unfused pair is the faster one here.
+        builder = builder
+            .with_disabled_optimizers(SKIP_LAYER_NORM_FUSION)
+            .map_err(|e| model_error(e.to_string()))?;
+    }
+    builder
         .with_intra_threads(options.intra_threads.max(1))
         .map_err(|e| model_error(e.to_string()))?
         .with_inter_threads(1)
@@ -564,6 +586,22 @@ fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EncoderEr
         .map_err(|e| tokenizer_error(e.to_string()))?;
     Ok(tokenizer)
 }
+/// What a knowledge base's embeddings and the trained intents depend on: the encoder file's
+/// sha256, and whether ONNX Runtime fuses its skip-layer-norms. The fusion changes only float
+/// rounding, but the int8 model quantises each layer's input from the values it sees, so a
+/// rounding step can move a value into the next integer: embeddings of longer texts move by up
+/// to a cosine of 0.995 (0.9997 median over the demo's sections; evals/RESULTS.md, stop 40). A
+/// query embedded one way and sections the other would be compared across that gap, so changing
+/// the setting re-embeds the knowledge base and retrains the intents at the next start, as a new
+/// model file does. The fused form keeps the plain digest that indexes built before it recorded.
+pub fn embedding_identity(file_digest: &str, options: &EncoderOptions) -> String {
+    if options.fuse_skip_layer_norm {
+        file_digest.to_string()
+    } else {
+        format!("{file_digest}+unfused-skip-layer-norm")
+    }
+}
+
 /// Work a caller hands the encoder thread with a text's [`IntentFeatures`], run there once the
 /// text's analysis has been sent back (see [`EncoderPool::analyze_with`]).
 pub type FeaturesFollowUp = Box<dyn FnOnce(&IntentFeatures) + Send>;
@@ -595,7 +633,8 @@ pub struct EncoderPool {
     stats: Arc<EncoderStats>,
     /// Worker threads: a request is split into this many jobs so they run side by side.
     workers: usize,
-    /// sha256 of the encoder model file: embeddings from another model are not comparable.
+    /// sha256 of the encoder model file (see [`embedding_identity`]): embeddings from another
+    /// model are not comparable.
     model_digest: Arc<str>,
     has_sentiment: bool,
     /// The workers' operating-system thread ids (Linux; 0 elsewhere).
@@ -686,7 +725,7 @@ impl EncoderPool {
             jobs,
             stats,
             workers,
-            model_digest: files.encoder_digest.as_str().into(),
+            model_digest: embedding_identity(&files.encoder_digest, options).into(),
             has_sentiment,
             thread_ids: thread_ids.into(),
             whole_words,
@@ -704,7 +743,8 @@ impl EncoderPool {
         &self.thread_ids
     }
 
-    /// sha256 of the encoder model the workers run.
+    /// What the workers' embeddings depend on: the sha256 of the encoder model, marked when ONNX
+    /// Runtime runs it without the skip-layer-norm fusion (see [`embedding_identity`]).
     pub fn model_digest(&self) -> &str {
         &self.model_digest
     }
