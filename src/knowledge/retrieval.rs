@@ -119,7 +119,11 @@ impl Retriever {
         let ids: Vec<String> = ranked.iter().map(|hit| hit.chunk_id.clone()).collect();
         let mut chunks = chunks_by_id(self.index.as_ref(), &ids).await?;
         let wants_steps = self.settings.steps_weight > 0.0 && asks_for_steps(text);
-        let message_terms = heading_terms(&self.keywords, text);
+        let message_terms = if self.settings.heading_weight > 0.0 {
+            heading_terms(&self.keywords, text)
+        } else {
+            HashSet::new()
+        };
         // A chunk deleted between the search and the read (a document removed meanwhile) is
         // left out.
         let mut hits: Vec<KnowledgeHit> = ranked

@@ -586,11 +586,12 @@ fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, EncoderEr
         .map_err(|e| tokenizer_error(e.to_string()))?;
     Ok(tokenizer)
 }
+
 /// What a knowledge base's embeddings and the trained intents depend on: the encoder file's
 /// sha256, and whether ONNX Runtime fuses its skip-layer-norms. The fusion changes only float
 /// rounding, but the int8 model quantises each layer's input from the values it sees, so a
-/// rounding step can move a value into the next integer: embeddings of longer texts move by up
-/// to a cosine of 0.995 (0.9997 median over the demo's sections; evals/RESULTS.md, stop 40). A
+/// rounding step can move a value into the next integer: embeddings of longer texts move to a
+/// cosine of 0.995 at worst (0.9997 median over the demo's sections; evals/RESULTS.md, stop 40). A
 /// query embedded one way and sections the other would be compared across that gap, so changing
 /// the setting re-embeds the knowledge base and retrains the intents at the next start, as a new
 /// model file does. The fused form keeps the plain digest that indexes built before it recorded.
