@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::{AnyConnection, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -184,11 +184,13 @@ impl SqliteWrite {
     /// Commit and give up the slot. When the commit fails, dropping `self` rolls back whatever
     /// SQLite left open.
     pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let committing = Instant::now();
         match self.connection().execute("COMMIT").await {
             Ok(_) => {
                 // Committed: the next writer may start.
                 self.slot.take();
                 self.stats.add_hold(self.held_since);
+                log_slow_write(self.held_since.elapsed(), committing.elapsed());
                 Ok(())
             }
             Err(error) => {
@@ -204,6 +206,28 @@ impl SqliteWrite {
         }
     }
 }
+
+/// Every other write of this process waits while one holds the writer, so a slow one stalls them
+/// all: say so, with the moment, to match against latency tails (`baton loadtest` prints the
+/// slowest seconds). The COMMIT is timed apart because SQLite checkpoints inside the commit that
+/// takes the WAL past 1,000 pages (about ten times a second at 1,000 msg/s), with an fsync of the
+/// WAL and one of the database file while the writer is held: a disk that stalls shows there
+/// (evals/RESULTS.md, "Load", stop 40).
+fn log_slow_write(held: Duration, commit: Duration) {
+    let (held_ms, commit_ms) = (held.as_secs_f64() * 1000.0, commit.as_secs_f64() * 1000.0);
+    if held >= SLOW_WRITE_WARNING {
+        tracing::warn!(
+            held_ms,
+            commit_ms,
+            "slow SQLite write: every other write of this process waited for it"
+        );
+    } else if held >= SLOW_WRITE_DEBUG {
+        tracing::debug!(held_ms, commit_ms, "slow SQLite write");
+    }
+}
+
+const SLOW_WRITE_WARNING: Duration = Duration::from_millis(250);
+const SLOW_WRITE_DEBUG: Duration = Duration::from_millis(10);
 
 impl Drop for SqliteWrite {
     fn drop(&mut self) {
