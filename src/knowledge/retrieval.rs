@@ -146,14 +146,13 @@ impl Retriever {
                 })
             })
             .collect();
-        if wants_steps || self.settings.heading_weight > 0.0 {
-            hits.sort_by(|a, b| {
-                best_first(
-                    (a.fused, a.score, &a.chunk.id),
-                    (b.fused, b.score, &b.chunk.id),
-                )
-            });
-        }
+        // The bonuses above may have changed the order (`ranked` came sorted without them).
+        hits.sort_by(|a, b| {
+            best_first(
+                (a.fused, a.score, &a.chunk.id),
+                (b.fused, b.score, &b.chunk.id),
+            )
+        });
         Ok(hits)
     }
 }

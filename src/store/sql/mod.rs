@@ -57,6 +57,12 @@ use sqlite_writer::{SqliteWrite, SqliteWriter};
 use wal_sync::WalSync;
 use write_batch::WriteBatcher;
 
+/// A wait that every write shares (the writer slot, the group fsync of the WAL) is logged when it
+/// takes this long: at debug level from `STALL_DEBUG`, as a warning from `STALL_WARNING`. The same
+/// bounds for both, so that the two logs line up against a latency tail.
+const STALL_DEBUG: std::time::Duration = std::time::Duration::from_millis(10);
+const STALL_WARNING: std::time::Duration = std::time::Duration::from_millis(250);
+
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 

@@ -215,19 +215,16 @@ impl SqliteWrite {
 /// (evals/RESULTS.md, "Load", stop 40).
 fn log_slow_write(held: Duration, commit: Duration) {
     let (held_ms, commit_ms) = (held.as_secs_f64() * 1000.0, commit.as_secs_f64() * 1000.0);
-    if held >= SLOW_WRITE_WARNING {
+    if held >= super::STALL_WARNING {
         tracing::warn!(
             held_ms,
             commit_ms,
             "slow SQLite write: every other write of this process waited for it"
         );
-    } else if held >= SLOW_WRITE_DEBUG {
+    } else if held >= super::STALL_DEBUG {
         tracing::debug!(held_ms, commit_ms, "slow SQLite write");
     }
 }
-
-const SLOW_WRITE_WARNING: Duration = Duration::from_millis(250);
-const SLOW_WRITE_DEBUG: Duration = Duration::from_millis(10);
 
 impl Drop for SqliteWrite {
     fn drop(&mut self) {

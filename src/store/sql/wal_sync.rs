@@ -59,19 +59,16 @@ impl WalSync {
 /// with the moment, to match against latency tails (`baton loadtest` prints the slowest seconds).
 fn log_slow_sync(took: std::time::Duration, commits: u64) {
     let took_ms = took.as_secs_f64() * 1000.0;
-    if took >= SLOW_SYNC_WARNING {
+    if took >= super::STALL_WARNING {
         tracing::warn!(
             took_ms,
             commits,
             "slow fsync of the SQLite WAL: commits waited for the disk"
         );
-    } else if took >= SLOW_SYNC_DEBUG {
+    } else if took >= super::STALL_DEBUG {
         tracing::debug!(took_ms, commits, "slow fsync of the SQLite WAL");
     }
 }
-
-const SLOW_SYNC_WARNING: std::time::Duration = std::time::Duration::from_millis(250);
-const SLOW_SYNC_DEBUG: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// fdatasync the file, opened afresh (SQLite may have deleted and recreated the WAL since the last
 /// call). No WAL file means nothing is waiting in one: SQLite removes it only after checkpointing
